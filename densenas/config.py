@@ -1,0 +1,275 @@
+"""Load params.yaml, merge a preset over it, validate against the schema and return typed objects.
+
+The CLI is the only caller; stages receive the typed objects, never the YAML (STYLE.md: one config).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from densenas.errors import DensenasError
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str
+    raw_dir: str
+    num_search_classes: int
+    class_list: str | None
+    search_train_fraction: float
+    max_images_per_class: int | None
+    input_size: int
+    eval_resize: int
+    min_scale: float
+    on_corrupt: str
+    workers: int
+    pin_memory: bool
+
+
+@dataclass(frozen=True)
+class LutParams:
+    device: str
+    batch: int
+    warmup: int
+    repeats: int
+    threads: int
+    dtype: str
+
+
+@dataclass(frozen=True)
+class VariantParams:
+    objective: str
+    lambda_: float
+    tau: float
+
+
+@dataclass(frozen=True)
+class WeightOptimParams:
+    lr: float
+    min_lr: float
+    momentum: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class ArchOptimParams:
+    alpha_lr: float
+    beta_lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class SpaceSearchParams:
+    epochs: int
+    warmup_epochs: int
+    val_start_epoch: int
+    batch_size: int
+    weight_sample_num: int
+    arch_sample_num: int
+    sample_policy: str
+    weight: WeightOptimParams
+    arch: ArchOptimParams
+    variants: dict[str, VariantParams]
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    space: str
+    spaces: dict[str, SpaceSearchParams]
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int
+    batch_size: int
+    lr: float
+    reference_batch: int
+    scale_lr: bool
+    min_lr: float
+    momentum: float
+    weight_decay: float
+    label_smoothing: float
+    amp: bool
+    channels_last: bool
+    compile: bool
+
+    @property
+    def effective_lr(self) -> float:
+        """Peak lr after the optional linear scaling with the global batch."""
+        return self.lr * self.batch_size / self.reference_batch if self.scale_lr else self.lr
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    latency_device: str
+    latency_batch: int
+    latency_warmup: int
+    latency_repeats: int
+
+
+@dataclass(frozen=True)
+class QuirkParams:
+    normalise_incoming_paths: bool
+    final_node_softmax: bool
+    affine_flag_exceptions: bool
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    enabled: bool
+    uri: str
+
+
+@dataclass(frozen=True)
+class Params:
+    preset: str | None
+    seed: int
+    dataset: str
+    data: DataParams
+    lut: LutParams
+    search: SearchParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    quirks: QuirkParams
+    tracking: TrackingParams
+    raw: dict[str, Any] = dataclasses.field(compare=False, repr=False)
+
+    @property
+    def digest(self) -> str:
+        """Short hash of the resolved params, recorded beside outputs and in MLflow tags."""
+        return params_digest(self.raw)
+
+
+def params_digest(raw: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@cache
+def params_schema() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("densenas.resources").joinpath("params.schema.yaml").read_text())
+
+
+def load_params(path: str | Path = "params.yaml", preset: str | None = None,
+                overrides: dict[str, Any] | None = None) -> Params:
+    """Read ``path``, merge the preset (argument, else the file's ``preset`` key) and ``overrides``; validate."""
+    raw = _read_yaml(Path(path))
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    preset_name = preset if preset is not None else raw.get("preset")
+    if preset_name:
+        raw = deep_merge(raw, _read_preset(str(preset_name), Path(path)))
+        raw["preset"] = str(preset_name)
+        if overrides:
+            raw = deep_merge(raw, overrides)
+    return params_from_dict(raw, str(path))
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
+    validate_params(raw, source)
+    return _build(Params, {**raw, "raw": raw})
+
+
+def validate_params(raw: Any, source: str = "params") -> None:
+    validator = jsonschema.Draft202012Validator(params_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
+    if error is None:
+        return
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    raise DensenasError(f"{source}: {key}: {_explain(error)}")
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` over a copy of ``base`` (mappings merge, everything else replaces)."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DensenasError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise DensenasError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise DensenasError(f"{path}: expected a mapping of params, got {type(raw).__name__}")
+    return raw
+
+
+def _read_preset(name: str, params_path: Path) -> dict[str, Any]:
+    shipped = resources.files("densenas.presets").joinpath(f"{name}.yaml")
+    if shipped.is_file():
+        raw = yaml.safe_load(shipped.read_text())
+    else:
+        candidate = Path(name) if Path(name).is_absolute() else params_path.parent / name
+        if not candidate.is_file():
+            names = sorted(p.name.removesuffix(".yaml") for p in resources.files("densenas.presets").iterdir()
+                           if p.name.endswith(".yaml"))
+            raise DensenasError(f"preset '{name}': not a shipped preset ({', '.join(names)}) nor a file")
+        raw = _read_yaml(candidate)
+    if not isinstance(raw, dict):
+        raise DensenasError(f"preset '{name}': expected a mapping of params")
+    if "preset" in raw:
+        raise DensenasError(f"preset '{name}': key 'preset' is not allowed inside a preset")
+    return raw
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    validator, value = error.validator, error.instance
+    schema = error.schema
+    if validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        return f"unknown key '{extra[0] if extra else '?'}' (expected one of: {', '.join(allowed)})"
+    if validator == "required":
+        return error.message.replace("is a required property", "is required but missing")
+    if validator == "type":
+        return f"expected {schema['type']}, got {type(value).__name__} {value!r}"
+    if validator == "enum":
+        return f"expected one of {schema['enum']}, got {value!r}"
+    if validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"expected a value with {validator} {schema[validator]}, got {value!r}"
+    return error.message
+
+
+def _build(cls: Any, data: Any) -> Any:
+    """Instantiate dataclass ``cls`` from validated ``data`` (``lambda`` maps to ``lambda_``)."""
+    if dataclasses.is_dataclass(cls):
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            key = "lambda" if f.name == "lambda_" else f.name
+            kwargs[f.name] = data[key] if f.name == "raw" else _build(hints[f.name], data[key])
+        return cls(**kwargs)
+    origin = typing.get_origin(cls)
+    if origin is dict:
+        _, value_type = typing.get_args(cls)
+        return {k: _build(value_type, v) for k, v in data.items()}
+    if origin is tuple:
+        return tuple(data)
+    if origin in (typing.Union, types.UnionType):
+        return data
+    if cls is float and isinstance(data, int):
+        return float(data)
+    return data

@@ -1,0 +1,102 @@
+"""Params: the paper preset holds SPEC's values key by key; bad params fail naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from densenas.config import load_params
+from densenas.errors import DensenasError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# SPEC.md §2.2, §2.5, §6.3, §6.4 (Q1: floor 1e-5), §8.2, §6.1
+PAPER_VALUES = {
+    "dataset": "imagenet",
+    "data.num_search_classes": 100,
+    "data.search_train_fraction": 0.8,
+    "data.input_size": 224,
+    "data.eval_resize": 256,
+    "data.min_scale": 0.08,
+    "search.spaces.mbv2.epochs": 150,
+    "search.spaces.mbv2.warmup_epochs": 50,
+    "search.spaces.mbv2.val_start_epoch": 120,
+    "search.spaces.mbv2.batch_size": 352,
+    "search.spaces.resnet.epochs": 70,
+    "search.spaces.resnet.warmup_epochs": 10,
+    "search.spaces.resnet.val_start_epoch": 50,
+    "search.spaces.resnet.batch_size": 512,
+    "search.spaces.mbv2.weight_sample_num": 1,
+    "search.spaces.mbv2.arch_sample_num": 2,
+    "search.spaces.mbv2.sample_policy": "prob",
+    "search.spaces.mbv2.variants.lat_c.objective": "latency",
+    "search.spaces.mbv2.variants.lat_c.lambda": 0.15,
+    "search.spaces.mbv2.variants.lat_c.tau": 15.0,
+    "search.spaces.resnet.variants.flops_r1.objective": "flops",
+    "search.spaces.resnet.variants.flops_r1.lambda": 0.2,
+    "search.spaces.resnet.variants.flops_r1.tau": 1700.0,
+    "search.spaces.resnet.variants.flops_r2.lambda": 0.2,
+    "search.spaces.resnet.variants.flops_r2.tau": 3500.0,
+    "train.epochs": 240,
+    "train.batch_size": 1024,
+    "train.lr": 0.5,
+    "train.min_lr": 1e-5,
+    "train.momentum": 0.9,
+    "train.weight_decay": 4e-5,
+    "train.label_smoothing": 0.1,
+    "seed": 2,
+}
+for _space in ("mbv2", "resnet"):
+    PAPER_VALUES |= {
+        f"search.spaces.{_space}.weight.lr": 0.2,
+        f"search.spaces.{_space}.weight.min_lr": 1e-5,
+        f"search.spaces.{_space}.weight.momentum": 0.9,
+        f"search.spaces.{_space}.weight.weight_decay": 4e-5,
+        f"search.spaces.{_space}.arch.alpha_lr": 3e-4,
+        f"search.spaces.{_space}.arch.beta_lr": 3e-4,
+        f"search.spaces.{_space}.arch.betas": [0.5, 0.999],
+        f"search.spaces.{_space}.arch.weight_decay": 1e-3,
+    }
+
+
+@pytest.mark.parametrize("key", sorted(PAPER_VALUES))
+def test_paper_preset_holds_spec_values(key: str) -> None:
+    node = load_params(REPO / "params.yaml", preset="paper").raw
+    for part in key.split("."):
+        node = node[part]
+    assert node == PAPER_VALUES[key], f"{key}: expected {PAPER_VALUES[key]!r}, got {node!r}"
+
+
+def test_typed_objects() -> None:
+    params = load_params(REPO / "params.yaml", preset="paper")
+    assert params.search.spaces["mbv2"].arch.betas == (0.5, 0.999)
+    assert params.search.spaces["resnet"].variants["flops_r1"].lambda_ == 0.2
+    assert params.train.effective_lr == 0.5
+    assert params.preset == "paper"
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r["train"].update(epochs="many"), "train.epochs: expected integer"),
+        (lambda r: r["train"].update(epochs=0), "train.epochs: expected a value with minimum 1"),
+        (lambda r: r["search"].update(spacez=1), "search: unknown key 'spacez'"),
+        (lambda r: r["data"].update(search_train_fraction=1.5), "data.search_train_fraction"),
+        (lambda r: r["search"]["spaces"]["mbv2"]["variants"]["lat_c"].update(objective="energy"),
+         "search.spaces.mbv2.variants.lat_c.objective: expected one of"),
+        (lambda r: r.pop("seed"), "'seed' is required"),
+    ],
+)
+def test_bad_params_name_the_key(tmp_path: Path, mutate, message: str) -> None:
+    with pytest.raises(DensenasError, match=message):
+        load_params(_write(tmp_path, mutate))
