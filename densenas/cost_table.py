@@ -42,7 +42,9 @@ class CostTable:
                                     f"expected {want_stack}")
         want_final = (len(topology.in_edges[topology.final_node]),)
         if tuple(self.final.shape) != want_final:
-            raise DensenasError(f"{source}: final-node costs have shape {tuple(self.final.shape)}, expected {want_final}")
+            raise DensenasError(
+                f"{source}: final-node costs have shape {tuple(self.final.shape)}, expected {want_final}"
+            )
 
     def to(self, dtype: torch.dtype) -> CostTable:
         return CostTable(self.stem, tuple(h.to(dtype) for h in self.heads), tuple(s.to(dtype) for s in self.stacks),

@@ -1,0 +1,86 @@
+"""Resumable checkpoints: atomic save, ``weights_only`` load, RNG states, and an identity check on load.
+
+A checkpoint records what produced it (kind, model/space identity, params digest) and is refused, by name,
+when loaded for something else.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from densenas.atomic import atomic_path
+from densenas.errors import DensenasError
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": _numpy_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_as_python_state(state["python"]))
+    np.random.set_state(_numpy_state_tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> dict[str, Any]:
+    """numpy's MT19937 state as tensors and ints, so ``weights_only`` loading can read it back."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_state_tuple(state: dict[str, Any]) -> tuple:
+    keys = state["keys"].numpy().astype(np.uint32)
+    return (state["name"], keys, state["pos"], state["has_gauss"], state["cached"])
+
+
+def _as_python_state(state: Any) -> tuple:
+    """``random`` wants nested tuples; a weights_only load may hand back lists."""
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (which must hold an ``identity`` mapping) atomically."""
+    if "identity" not in payload:
+        raise ValueError("a checkpoint payload needs an 'identity' mapping")
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, identity: dict[str, Any]) -> dict[str, Any]:
+    """Load with ``weights_only=True``; refuse a checkpoint whose identity differs from ``identity``."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DensenasError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # a truncated or foreign file: name it, do not unpickle anything
+        raise DensenasError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(payload, dict) or "identity" not in payload:
+        raise DensenasError(f"{path}: not a densenas checkpoint (no identity record)")
+    for key, expected in identity.items():
+        got = payload["identity"].get(key)
+        if got != expected:
+            raise DensenasError(f"{path}: checkpoint was made for {key}={got!r}, expected {key}={expected!r}")
+    return payload
