@@ -1,0 +1,140 @@
+"""MLflow tracking of stage runs: params, per-epoch metrics, artifacts and provenance tags.
+
+Stages write files (the source of truth); after a stage succeeds the CLI logs what it wrote here, on rank 0
+only. Writers are serialised with a file lock beside a sqlite store, so parallel Snakemake jobs never hit
+sqlite lock or migration errors; an unreachable server fails fast with a message instead of hanging.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from densenas.config import Params
+from densenas.errors import DensenasError
+
+_HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@dataclass
+class StageRecord:
+    """What one stage execution produced, for MLflow: the CLI fills it, :func:`log_stage` logs it."""
+
+    stage: str
+    space: str | None = None
+    model: str | None = None
+    variant: str | None = None
+    metrics_file: Path | None = None
+    history_file: Path | None = None
+    artifacts: list[Path] = field(default_factory=list)
+    manifest_file: Path | None = None
+    extra_params: dict[str, Any] = field(default_factory=dict)
+
+
+def tracking_uri(params: Params) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", params.tracking.uri)
+
+
+def log_stage(params: Params, record: StageRecord) -> str | None:
+    """Log ``record`` as one MLflow run; return its run id (None when tracking is disabled or not rank 0)."""
+    if not params.tracking.enabled or int(os.environ.get("RANK", "0")) != 0:
+        return None
+    uri = tracking_uri(params)
+    with _store_lock(uri):
+        import mlflow
+
+        os.environ.update({k: v for k, v in _HTTP_FAIL_FAST.items() if k not in os.environ})
+        mlflow.set_tracking_uri(uri)
+        try:
+            mlflow.set_experiment(f"densenas-{record.space or 'data'}")
+            return _log_run(mlflow, params, record)
+        except Exception as exc:
+            if isinstance(exc, DensenasError):
+                raise
+            raise DensenasError(
+                f"tracking: MLflow at '{uri}' failed ({exc.__class__.__name__}: {str(exc)[:160]}); fix the URI "
+                "(tracking.uri or MLFLOW_TRACKING_URI) or set tracking.enabled: false"
+            ) from None
+
+
+def _log_run(mlflow: Any, params: Params, record: StageRecord) -> str:
+    name = "/".join(p for p in (record.stage, record.space, record.model or record.variant) if p)
+    with mlflow.start_run(run_name=name, tags=_tags(params, record)) as run:
+        flat = {**_flatten(params.raw), **{f"stage.{k}": v for k, v in record.extra_params.items()}}
+        mlflow.log_params({k: str(v)[:6000] for k, v in flat.items()})
+        if record.metrics_file and record.metrics_file.is_file():
+            mlflow.log_metrics(_numeric(_flatten(json.loads(record.metrics_file.read_text()))))
+            mlflow.log_artifact(str(record.metrics_file))
+        if record.history_file and record.history_file.is_file():
+            _log_history(mlflow, record.history_file)
+            mlflow.log_artifact(str(record.history_file))
+        for artifact in record.artifacts:
+            if artifact.is_file():
+                mlflow.log_artifact(str(artifact))
+        return run.info.run_id
+
+
+def _log_history(mlflow: Any, history: Path) -> None:
+    with history.open() as handle:
+        for row in csv.DictReader(handle):
+            step = int(float(row.get("epoch", 0)))
+            mlflow.log_metrics(_numeric({f"epoch/{k}": v for k, v in row.items() if k != "epoch"}), step=step)
+
+
+def _tags(params: Params, record: StageRecord) -> dict[str, str]:
+    tags = {"stage": record.stage, "params_hash": params.digest, "git_commit": _git_commit(),
+            "preset": str(params.preset)}
+    for key in ("space", "model", "variant"):
+        if getattr(record, key):
+            tags[key] = str(getattr(record, key))
+    if record.manifest_file and record.manifest_file.is_file():
+        from densenas.atomic import sha256_file
+
+        tags["data_manifest_hash"] = sha256_file(record.manifest_file)[:12]
+    return tags
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _store_lock(uri: str) -> FileLock:
+    """A lock file beside a sqlite store (or in the working directory for servers)."""
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else Path(".mlflow-client")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock", timeout=600)
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def _numeric(data: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            out[key.replace("@", "_")] = number
+    return out
