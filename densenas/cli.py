@@ -77,6 +77,24 @@ def cmd_params(args: argparse.Namespace) -> None:
     print(yaml.safe_dump(params.raw, sort_keys=False), end="")
 
 
+def cmd_random_arch(args: argparse.Namespace) -> None:
+    from densenas.arch import sample_arch_near, to_net_config
+    from densenas.atomic import write_json
+    from densenas.complexity import count_mult_adds
+    from densenas.models import build_network
+    from densenas.net_config import load_net_config
+    from densenas.spaces import build_topology, load_space
+
+    params = _params(args)
+    space = load_space(args.space)
+    topology = build_topology(space)
+    target = count_mult_adds(build_network(load_net_config(args.match)), (1, 3, 224, 224))
+    arch, mult_adds = sample_arch_near(space, topology, target, tolerance=args.tolerance, seed=params.seed)
+    write_json(args.out, to_net_config(arch, space, topology).to_dict())
+    print(f"random architecture {list(arch.path)}: {mult_adds / 1e6:.2f} M mult-adds "
+          f"(target {target / 1e6:.2f} M ±{args.tolerance:.0%})", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="densenas",
@@ -97,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("zoo", help="summary of every registered model (params, mult-adds)")
     zoo.add_argument("--input-size", type=int, default=224)
     zoo.set_defaults(func=cmd_zoo)
+
+    rand = sub.add_parser("random-arch", help="the Random Search baseline: a random architecture of the space "
+                          "whose mult-adds match a given net_config")
+    rand.add_argument("--space", required=True, choices=["mbv2", "resnet"])
+    rand.add_argument("--match", required=True, help="net_config whose mult-adds (224, 1000 classes) to match")
+    rand.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance (default 0.05)")
+    rand.add_argument("--out", required=True, help="net_config.json to write")
+    rand.set_defaults(func=cmd_random_arch)
 
     show = sub.add_parser("params", help="print the resolved, validated params (preset and --set applied)")
     show.set_defaults(func=cmd_params)

@@ -123,9 +123,27 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class QuirkParams:
-    normalise_incoming_paths: bool
-    final_node_softmax: bool
-    affine_flag_exceptions: bool
+    """Switches for the official code's behavioural quirks (SPEC §12 A). Every default is the official behaviour,
+    so ``QuirkParams()`` reproduces the official code (what library callers get without params.yaml)."""
+
+    normalise_incoming_paths: bool = False   # Q2
+    final_node_softmax: bool = True          # Q3
+    affine_flag_exceptions: bool = True      # Q6
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    mbv2_published: list[str]
+    mbv2_baselines: list[str]
+    resnet_baselines: list[str]
+    random_search_variant: str
+    random_search_tolerance: float
+    decimals: int
+
+
+@dataclass(frozen=True)
+class WorkflowParams:
+    gpus_per_job: int
 
 
 @dataclass(frozen=True)
@@ -145,6 +163,8 @@ class Params:
     train: TrainParams
     evaluate: EvaluateParams
     quirks: QuirkParams
+    report: ReportParams
+    workflow: WorkflowParams
     tracking: TrackingParams
     raw: dict[str, Any] = dataclasses.field(compare=False, repr=False)
 

@@ -1,0 +1,69 @@
+# Shared helpers: the resolved params (preset merged, validated by densenas.config), the CLI prefix every rule
+# uses, and the paths of the stage contracts (DESIGN.md).
+from densenas.config import params_from_dict, deep_merge, load_params
+from densenas.registry import list_models
+
+P = load_params("params.yaml", preset=config.get("preset"))
+DATASET = P.dataset
+PREPARED = f"data/prepared/{DATASET}"
+CLI = "densenas --params params.yaml" + (f" --preset {P.preset}" if P.preset else "")
+ZOO = set(list_models())
+
+
+def lut_tag():
+    """Device tag of the measured LUT: device, batch, input size and dtype it was profiled with."""
+    return f"{P.lut.device}-b{P.lut.batch}-r{P.data.input_size}-{P.lut.dtype}"
+
+
+def lut_file(space):
+    return f"results/luts/{space}/{lut_tag()}.json"
+
+
+def variants(space):
+    return sorted(P.search.spaces[space].variants)
+
+
+def searched_models(space):
+    return [f"{space}-{v}" for v in variants(space)]
+
+
+def mbv2_models():
+    return [*P.report.mbv2_published, *P.report.mbv2_baselines, *searched_models("mbv2"), "mbv2-random"]
+
+
+def resnet_models():
+    return [*P.report.resnet_baselines, *searched_models("resnet")]
+
+
+def model_source(model):
+    """A zoo name, or the net_config file of a searched (`{space}-{variant}`) or random-search model."""
+    if model in ZOO:
+        return model
+    space, variant = model.split("-", 1)
+    return f"results/search/{space}/{variant}/net_config.json"
+
+
+def model_inputs(wildcards):
+    source = model_source(wildcards.model)
+    return [PREPARED] + ([] if source in ZOO else [source])
+
+
+def space_of(model):
+    if model in ZOO:
+        return "resnet" if model.startswith("resnet") else "mbv2"
+    return model.split("-", 1)[0]
+
+
+def section(name):
+    """One params section as a plain dict: the rule's `params:` so Snakemake reruns it when the section changes."""
+    return P.raw[name]
+
+
+GPUS = P.workflow.gpus_per_job
+# Heavy stages run under torchrun when a job gets several GPUs (DDP inside the job, Snakemake across jobs).
+DIST_CLI = (
+    f"torchrun --standalone --nproc-per-node {GPUS} -m densenas.cli --params params.yaml"
+    + (f" --preset {P.preset}" if P.preset else "")
+    if GPUS > 1
+    else CLI
+)

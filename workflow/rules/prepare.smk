@@ -1,0 +1,16 @@
+rule prepare:
+    """ImageNet (tree or official tars) or the embedded Fashion-MNIST -> search/train/val splits + manifest."""
+    output:
+        directory(PREPARED),
+    params:
+        data=section("data"),
+    log:
+        "logs/prepare.log",
+    benchmark:
+        "benchmarks/results/prepare.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        "{CLI} prepare --out {output} > {log} 2>&1"

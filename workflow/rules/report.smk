@@ -1,0 +1,54 @@
+def eval_metrics(models):
+    return [f"results/eval/{m}/metrics.json" for m in models]
+
+
+def search_metrics(space):
+    return [f"results/search/{space}/{v}/metrics.json" for v in variants(space)]
+
+
+rule table_mbv2:
+    """The paper's Table 1 beside what this run measured (published, baselines, searched, random search)."""
+    input:
+        eval_metrics(mbv2_models()),
+        search_metrics("mbv2"),
+    output:
+        report("reports/table_mbv2.csv", caption="../report/table_mbv2.rst", category="Tables"),
+    params:
+        report=section("report"),
+    log:
+        "logs/report/table_mbv2.log",
+    shell:
+        "{CLI} report table --space mbv2 --out {output} > {log} 2>&1"
+
+
+rule table_resnet:
+    """The paper's ResNet table beside this run's R1/R2 variants and ResNet-18/34/50."""
+    input:
+        eval_metrics(resnet_models()),
+        search_metrics("resnet"),
+    output:
+        report("reports/table_resnet.csv", caption="../report/table_resnet.rst", category="Tables"),
+    params:
+        report=section("report"),
+    log:
+        "logs/report/table_resnet.log",
+    shell:
+        "{CLI} report table --space resnet --out {output} > {log} 2>&1"
+
+
+rule figures:
+    """Accuracy vs latency (paper points and ours), β evolution during search, training curves."""
+    input:
+        eval_metrics(mbv2_models()),
+        f"results/search/mbv2/{P.report.random_search_variant}/arch_params.json",
+    output:
+        report("reports/figures/accuracy_vs_latency.png", caption="../report/accuracy_vs_latency.rst",
+               category="Figures"),
+        report("reports/figures/beta_evolution.png", caption="../report/beta_evolution.rst", category="Figures"),
+        report("reports/figures/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
+    params:
+        report=section("report"),
+    log:
+        "logs/report/figures.log",
+    shell:
+        "{CLI} report figures --space mbv2 --out reports/figures > {log} 2>&1"

@@ -1,0 +1,94 @@
+def search_lut(wildcards):
+    """The LUT a latency variant optimises against; FLOPs variants compute their table on the fly."""
+    variant = P.search.spaces[wildcards.space].variants[wildcards.variant]
+    return lut_file(wildcards.space) if variant.objective == "latency" else []
+
+
+def lut_flag(wildcards, input):
+    return f"--lut {input.lut}" if input.lut else ""
+
+
+rule search_warmup:
+    """Weights-only warm-up (uniform single-op sampling), shared by every variant of a space."""
+    input:
+        PREPARED,
+    output:
+        checkpoint="results/search/{space}/warmup/checkpoint.pt",
+    params:
+        search=lambda w: P.raw["search"]["spaces"][w.space],
+    log:
+        "logs/search/{space}/warmup.log",
+    benchmark:
+        "benchmarks/results/search/{space}/warmup.tsv"
+    threads: 2
+    resources:
+        gpu=GPUS,
+        mem_mb=16000,
+        runtime=1440,
+    shell:
+        "{DIST_CLI} search --space {wildcards.space} --warmup --out results/search/{wildcards.space}/warmup > {log} 2>&1"
+
+
+rule search:
+    """Architecture search of one variant (λ, τ, objective) from the shared warm-up checkpoint."""
+    input:
+        data=PREPARED,
+        warmup="results/search/{space}/warmup/checkpoint.pt",
+        lut=search_lut,
+    output:
+        arch_params="results/search/{space}/{variant}/arch_params.json",
+        history=report(
+            "results/search/{space}/{variant}/history.csv",
+            caption="../report/search_history.rst",
+            category="Search",
+        ),
+        metrics="results/search/{space}/{variant}/metrics.json",
+        checkpoint="results/search/{space}/{variant}/checkpoint.pt",
+    params:
+        search=lambda w: P.raw["search"]["spaces"][w.space],
+        quirks=section("quirks"),
+        lut_flag=lut_flag,
+    wildcard_constraints:
+        variant="(?!warmup$|random$)[a-z][a-z0-9_]*",
+    log:
+        "logs/search/{space}/{variant}.log",
+    benchmark:
+        "benchmarks/results/search/{space}/{variant}.tsv"
+    threads: 2
+    resources:
+        gpu=GPUS,
+        mem_mb=16000,
+        runtime=1440,
+    shell:
+        "{DIST_CLI} search --space {wildcards.space} --variant {wildcards.variant} --warmup-from {input.warmup}"
+        " {params.lut_flag} --out results/search/{wildcards.space}/{wildcards.variant} > {log} 2>&1"
+
+
+rule derive:
+    """Viterbi over β and argmax over α -> the stand-alone net_config (and the official string form)."""
+    input:
+        "results/search/{space}/{variant}/arch_params.json",
+    output:
+        "results/search/{space}/{variant}/net_config.json",
+    wildcard_constraints:
+        variant="(?!warmup$|random$)[a-z][a-z0-9_]*",
+    log:
+        "logs/derive/{space}/{variant}.log",
+    shell:
+        "{CLI} derive --arch-params {input} --out {output} > {log} 2>&1"
+
+
+rule random_arch:
+    """The paper's Random Search row: a random architecture of the space with the searched one's mult-adds."""
+    input:
+        lambda w: f"results/search/{w.space}/{P.report.random_search_variant}/net_config.json",
+    output:
+        "results/search/{space}/random/net_config.json",
+    params:
+        tolerance=P.report.random_search_tolerance,
+        seed=P.seed,
+    log:
+        "logs/derive/{space}/random.log",
+    shell:
+        "{CLI} random-arch --space {wildcards.space} --match {input} --tolerance {params.tolerance}"
+        " --out {output} > {log} 2>&1"
