@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -77,6 +78,20 @@ def cmd_params(args: argparse.Namespace) -> None:
     print(yaml.safe_dump(params.raw, sort_keys=False), end="")
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    import time
+
+    from densenas.data import prepare
+
+    params = _params(args)
+    out = Path(args.out or f"data/prepared/{params.dataset}")
+    start = time.perf_counter()
+    manifest = prepare(args.source or [params.data.raw_dir], out, params.data)
+    counts = ", ".join(f"{name} {split['count']} ({split['num_classes']} classes, {len(split['skipped'])} skipped)"
+                       for name, split in manifest["splits"].items())
+    print(f"prepare {params.data.source}: {counts}; {time.perf_counter() - start:.1f} s -> {out}", file=sys.stderr)
+
+
 def cmd_random_arch(args: argparse.Namespace) -> None:
     from densenas.arch import sample_arch_near, to_net_config
     from densenas.atomic import write_json
@@ -93,6 +108,143 @@ def cmd_random_arch(args: argparse.Namespace) -> None:
     write_json(args.out, to_net_config(arch, space, topology).to_dict())
     print(f"random architecture {list(arch.path)}: {mult_adds / 1e6:.2f} M mult-adds "
           f"(target {target / 1e6:.2f} M ±{args.tolerance:.0%})", file=sys.stderr)
+
+
+def _or(value: Any, default: Any) -> Any:
+    """A command-line value when given (0 included), else the params default."""
+    return default if value is None else value
+
+
+def cmd_lut(args: argparse.Namespace) -> None:
+    import time
+
+    from densenas.lut import build_lut, write_lut
+    from densenas.official_lut import official_lut_document
+    from densenas.spaces import load_space
+
+    space = load_space(args.space)
+    if args.from_official:
+        doc, report = official_lut_document(args.from_official, space)
+        write_lut(args.out, doc)
+        print(f"lut {space.name}: {len(doc['entries'])} signatures from {report.used_values} of {report.values} "
+              f"official values ({report.surplus_values} surplus, not used) -> {args.out}", file=sys.stderr)
+        return
+    params = _params(args)
+    start = time.perf_counter()
+    doc = build_lut(
+        space, metric=args.metric, input_size=_or(args.input_size, params.data.input_size),
+        batch=_or(args.batch, params.lut.batch), dtype=_or(args.dtype, params.lut.dtype),
+        num_classes=args.num_classes, device=_or(args.device, params.lut.device), warmup=params.lut.warmup,
+        repeats=params.lut.repeats, threads=params.lut.threads,
+    )
+    write_lut(args.out, doc)
+    print(f"lut {space.name}: {len(doc['entries'])} ops, {doc['metric']} in {doc['units']}, on "
+          f"{doc['device']['name']}, {time.perf_counter() - start:.1f} s -> {args.out}", file=sys.stderr)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from densenas.distributed import init_distributed, shutdown
+    from densenas.search.job import make_job
+    from densenas.search.loop import WARMUP, run_search
+    from densenas.tracking import StageRecord, log_stage
+
+    params = _params(args)
+    space = args.space or params.search.space
+    variant = None if args.warmup else args.variant
+    data_dir = Path(args.data or f"data/prepared/{params.dataset}")
+    out = Path(args.out or f"results/search/{space}/{variant or WARMUP}")
+    ctx = init_distributed(args.device)
+    try:
+        job = make_job(params, ctx, space_name=space, variant=variant, lut=Path(args.lut) if args.lut else None,
+                       prepared_dir=data_dir, out_dir=out,
+                       warmup_from=Path(args.warmup_from) if args.warmup_from else None)
+        run_search(job, ctx)
+    finally:
+        shutdown(ctx)
+    if not ctx.is_main:
+        return
+    metrics = json.loads((out / "metrics.json").read_text())
+    derived = metrics["derived"]
+    print(f"search {space}/{job.variant}: {metrics['epochs']} epochs, {metrics['search_hours'] * 60:.1f} min on "
+          f"{metrics['device']}; derived path {derived['path']}, {derived['mult_adds_m_224']:.1f} M mult-adds at "
+          f"224 -> {out}", file=sys.stderr)
+    log_stage(params, StageRecord(
+        stage="search", space=space, variant=job.variant, metrics_file=out / "metrics.json",
+        history_file=out / "history.csv", manifest_file=data_dir / "manifest.json",
+        artifacts=[out / "arch_params.json", out / "net_config.json", out / "net_config.txt"],
+    ))
+
+
+def cmd_derive(args: argparse.Namespace) -> None:
+    from densenas.search.outputs import write_net_config
+    from densenas.search.records import derive_from_arch_params
+
+    config = derive_from_arch_params(Path(args.arch_params), args.epoch)
+    out = Path(args.out or Path(args.arch_params).with_name("net_config.json"))
+    write_net_config(out, config)
+    print(f"derive: path {list(config.node_path or ())}, {len(config.blocks)} blocks -> {out} "
+          f"(+ {out.with_suffix('.txt').name})", file=sys.stderr)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from densenas import report
+
+    params = _params(args)
+    paths = report.ResultPaths(Path(args.results))
+    models = report.table_models(args.space, params)
+    out = Path(args.out)
+    if args.what == "table":
+        report.write_table(report.build_table(args.space, models, paths, params), out)
+        return
+    report.figure_accuracy_vs_latency(args.space, models, paths, params, out / "accuracy_vs_latency.png")
+    variant = params.report.random_search_variant
+    report.figure_beta_evolution(paths.search_dir(args.space, variant) / "arch_params.json",
+                                 out / "beta_evolution.png")
+    report.figure_training_curves(models, paths, out / "training_curves.png")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from densenas.train.stage import run_name, run_training
+
+    params = _params(args)
+    name = args.name or run_name(args.model)
+    metrics = run_training(args.model, params, name=name, data_dir=Path(args.data or f"data/prepared/{params.dataset}"),
+                           out_dir=Path(args.out or f"results/train/{name}"), device=args.device)
+    best, last = metrics["best"], metrics["last"]
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"train {name}: best val top-1 {best['top1']:.2f} (epoch {best['epoch']}), last {last['top1']:.2f}; "
+              f"{metrics['wall_s']:.1f} s", file=sys.stderr)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from densenas.atomic import write_json
+    from densenas.data import build_loader
+    from densenas.evaluate import evaluate_model
+    from densenas.train.stage import num_classes_of, run_name
+
+    params = _params(args)
+    name = args.name or run_name(args.model)
+    data_dir = Path(args.data or f"data/prepared/{params.dataset}")
+    val_loader = build_loader(data_dir, "val", params.data, train=False, batch_size=params.train.batch_size,
+                              seed=params.seed)
+    device = args.device if args.device != "auto" else ("cuda" if _cuda_available() else "cpu")
+    metrics = evaluate_model(
+        args.model, name=name, checkpoint=Path(args.checkpoint or f"results/train/{name}/best.pt"),
+        val_loader=val_loader, num_classes=num_classes_of(data_dir), params=params, device=device,
+        lut=Path(args.lut) if args.lut else None,
+    )
+    out = Path(args.out or f"results/eval/{name}/metrics.json")
+    write_json(out, metrics)
+    latency = metrics["latency"]
+    print(f"evaluate {name}: top-1 {metrics['top1']:.2f} top-5 {metrics['top5']:.2f}, "
+          f"{metrics['mult_adds_m_224']:.2f} M mult-adds at 224, latency {latency['mean_ms']:.2f} ms "
+          f"({latency['protocol']['device']}, batch {latency['protocol']['batch']}) -> {out}", file=sys.stderr)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--input-size", type=int, default=224)
     zoo.set_defaults(func=cmd_zoo)
 
+    prep = sub.add_parser("prepare", help="raw ImageNet or the embedded Fashion-MNIST -> packed search/train splits")
+    prep.add_argument("--source", nargs="+", default=None, metavar="DIR_OR_FILES",
+                      help="a folder (ImageFolder tree, official archives, Fashion-MNIST IDX files) or the three "
+                           "ILSVRC2012 archives (default: params data.raw_dir; the kind is data.source)")
+    prep.add_argument("--out", default=None, help="output folder (default: data/prepared/{params dataset})")
+    prep.set_defaults(func=cmd_prepare)
+
     rand = sub.add_parser("random-arch", help="the Random Search baseline: a random architecture of the space "
                           "whose mult-adds match a given net_config")
     rand.add_argument("--space", required=True, choices=["mbv2", "resnet"])
@@ -123,6 +282,72 @@ def build_parser() -> argparse.ArgumentParser:
     rand.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance (default 0.05)")
     rand.add_argument("--out", required=True, help="net_config.json to write")
     rand.set_defaults(func=cmd_random_arch)
+
+    lut = sub.add_parser("lut", help="per-op cost table of a search space's supernet (latency or FLOPs), or an "
+                         "official table converted to the LUT format")
+    lut.add_argument("--space", required=True, choices=["mbv2", "resnet"])
+    lut.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: params lut.device")
+    lut.add_argument("--batch", type=int, default=None, help="default: params lut.batch (FLOPs: always 1)")
+    lut.add_argument("--input-size", type=int, default=None, help="default: params data.input_size")
+    lut.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: params lut.dtype")
+    lut.add_argument("--metric", choices=["latency", "flops"], default="latency")
+    lut.add_argument("--num-classes", type=int, default=100,
+                     help="classes of the costed classifier (default 100: the search head, SPEC Q12)")
+    lut.add_argument("--from-official", metavar="FILE", default=None,
+                     help="convert an official nested-list table (a path, or a shipped name such as "
+                          "lat_list_densenas_mbv2_xp32) instead of measuring; other options are ignored")
+    lut.add_argument("--out", required=True, help="LUT JSON to write (pipeline: results/luts/{space}/{tag}.json)")
+    lut.set_defaults(func=cmd_lut)
+
+    search = sub.add_parser("search", help="DenseNAS search of one space: the shared warm-up (--warmup) or a variant's "
+                            "architecture search (resumable; run under torchrun for DDP)")
+    search.add_argument("--space", choices=["mbv2", "resnet"], default=None, help="default: params search.space")
+    which = search.add_mutually_exclusive_group(required=True)
+    which.add_argument("--variant", help="a variant of params search.spaces.<space>.variants (its λ, τ, objective)")
+    which.add_argument("--warmup", action="store_true", help="run only the weights-only warm-up epochs")
+    search.add_argument("--warmup-from", default=None, metavar="CHECKPOINT",
+                        help="start the variant's architecture phase from this finished warm-up checkpoint")
+    search.add_argument("--lut", default=None, help="latency LUT JSON (latency variants; from `densenas lut`)")
+    search.add_argument("--data", default=None, help="prepared dataset (default: data/prepared/{params dataset})")
+    search.add_argument("--out", default=None, help="output folder (default: results/search/{space}/{variant})")
+    search.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    search.set_defaults(func=cmd_search)
+
+    derive = sub.add_parser("derive", help="net_config (JSON + official string .txt) from a search's arch_params.json")
+    derive.add_argument("--arch-params", required=True, help="arch_params.json written by `densenas search`")
+    derive.add_argument("--epoch", default="last", help="last (default), init, or an epoch number")
+    derive.add_argument("--out", default=None, help="net_config.json to write (default: beside the arch params)")
+    derive.set_defaults(func=cmd_derive)
+
+    rep = sub.add_parser("report", help="the paper's tables beside this run's results; figures")
+    rep.add_argument("what", choices=["table", "figures"])
+    rep.add_argument("--space", required=True, choices=["mbv2", "resnet"])
+    rep.add_argument("--results", default="results", help="results folder (default: results)")
+    rep.add_argument("--out", required=True, help="CSV file (table) or folder (figures)")
+    rep.set_defaults(func=cmd_report)
+
+    train = sub.add_parser("train", help="retrain a model with the paper's recipe (SPEC §8); resumes from "
+                           "checkpoint.pt; run under torchrun for DDP")
+    train.add_argument("--model", required=True, help="registered model name (see `densenas zoo`) or a net_config path")
+    train.add_argument("--name", default=None, help="run name (default: the model name, or {space}-{variant} for "
+                       "results/search/{space}/{variant}/net_config.json)")
+    train.add_argument("--data", default=None, help="prepared dataset (default: data/prepared/{params dataset})")
+    train.add_argument("--out", default=None, help="output folder (default: results/train/{name})")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="top-1/top-5 on val, params, mult-adds, measured and LUT-predicted "
+                              "latency of a trained model")
+    evaluate.add_argument("--model", required=True, help="registered model name or a net_config path")
+    evaluate.add_argument("--name", default=None, help="run name (default: as for train)")
+    evaluate.add_argument("--checkpoint", default=None, help="default: results/train/{name}/best.pt")
+    evaluate.add_argument("--data", default=None, help="prepared dataset (default: data/prepared/{params dataset})")
+    evaluate.add_argument("--lut", default=None, help="per-op latency LUT of the model's search space: adds the "
+                          "chained-cost prediction (DenseNAS-family models)")
+    evaluate.add_argument("--out", default=None, help="default: results/eval/{name}/metrics.json")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                          help="where the accuracy is computed (latency: params evaluate.latency_device)")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     show = sub.add_parser("params", help="print the resolved, validated params (preset and --set applied)")
     show.set_defaults(func=cmd_params)

@@ -34,6 +34,7 @@ class DataParams:
     input_size: int
     eval_resize: int
     min_scale: float
+    pack_short_side: int | None
     on_corrupt: str
     workers: int
     pin_memory: bool
@@ -54,6 +55,7 @@ class VariantParams:
     objective: str
     lambda_: float
     tau: float
+    paper_row: str | None = None   # the paper-table row this variant reproduces (e.g. DenseNAS-R1)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class SpaceSearchParams:
     weight_sample_num: int
     arch_sample_num: int
     sample_policy: str
+    skip_reg: bool
     weight: WeightOptimParams
     arch: ArchOptimParams
     variants: dict[str, VariantParams]
@@ -89,6 +92,9 @@ class SpaceSearchParams:
 @dataclass(frozen=True)
 class SearchParams:
     space: str
+    amp: bool
+    channels_last: bool
+    checkpoint_every_steps: int
     spaces: dict[str, SpaceSearchParams]
 
 
@@ -280,6 +286,8 @@ def _build(cls: Any, data: Any) -> Any:
         kwargs = {}
         for f in dataclasses.fields(cls):
             key = "lambda" if f.name == "lambda_" else f.name
+            if key not in data and f.default is not dataclasses.MISSING:
+                continue
             kwargs[f.name] = data[key] if f.name == "raw" else _build(hints[f.name], data[key])
         return cls(**kwargs)
     origin = typing.get_origin(cls)
