@@ -16,7 +16,6 @@ from densenas.data import build_loader, prepare, read_manifest
 from densenas.data.packed import PackReader, decode_rgb
 from densenas.errors import DensenasError
 
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 REPO = Path(__file__).resolve().parents[1]
 CAP = 12
 

@@ -18,7 +18,6 @@ from densenas.data.packed import PackReader, decode_rgb
 from densenas.distributed import DistContext
 from densenas.errors import DensenasError
 
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 PARAMS = data_params(on_corrupt="skip")
 
 

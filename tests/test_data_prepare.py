@@ -22,7 +22,6 @@ from densenas.errors import DensenasError
 
 SORTED = tuple(sorted(WNIDS))
 # torchvision 0.29 deprecates its image codecs (TorchCodec replaces them); we use them knowingly (pinned).
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
