@@ -25,5 +25,5 @@ rule evaluate:
         mem_mb=8000,
         runtime=120,
     shell:
-        "{CLI} evaluate --model {params.source} --checkpoint {input.best} --data {PREPARED}"
+        "{CLI} evaluate --model {params.source} --name {wildcards.model} --checkpoint {input.best} --data {PREPARED}"
         " {params.lut_flag} --out {output} > {log} 2>&1"
