@@ -20,6 +20,7 @@ class LatencyStats:
     std_ms: float
     median_ms: float
     count: int
+    min_ms: float   # least disturbed pass: the steadiest statistic on a shared machine
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -53,4 +54,5 @@ def measure_latency(
         std_ms=statistics.stdev(timings) if len(timings) > 1 else 0.0,
         median_ms=statistics.median(timings),
         count=len(timings),
+        min_ms=min(timings),
     )

@@ -1,0 +1,108 @@
+"""LUT files: build the JSON document of one space's per-op costs, validate it, write it atomically, read it.
+
+Layout and field meanings: ``densenas/resources/lut.schema.json``. The ``lut`` stage writes these files; the
+search reads them back through :func:`densenas.lut.tables.load_cost_table`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import torch
+
+from densenas.atomic import write_json
+from densenas.errors import DensenasError
+from densenas.lut.profile import count_flops, device_info, profile_latency
+from densenas.lut.sites import supernet_sites
+from densenas.spaces.space import SearchSpace
+from densenas.spaces.topology import build_topology
+
+SCHEMA_VERSION = 1
+UNITS = {"latency": "ms", "flops": "M mult-adds"}
+
+
+@cache
+def lut_schema() -> dict[str, Any]:
+    return json.loads(resources.files("densenas.resources").joinpath("lut.schema.json").read_text())
+
+
+def build_lut(
+    space: SearchSpace, *, metric: str, input_size: int, batch: int, dtype: str, num_classes: int, device: str,
+    warmup: int, repeats: int, threads: int, progress: bool = True,
+) -> dict[str, Any]:
+    """The LUT document of ``space``: every distinct op site measured once (latency) or counted (FLOPs, always
+    batch 1 as in SPEC §5.1, whatever ``batch`` says)."""
+    for key, value, minimum in (("batch", batch, 1), ("num_classes", num_classes, 1), ("warmup", warmup, 0),
+                                ("repeats", repeats, 1), ("threads", threads, 1)):
+        if value < minimum:
+            raise DensenasError(f"LUT {key} must be >= {minimum}, got {value}")
+    sites = supernet_sites(space, build_topology(space), input_size=input_size, num_classes=num_classes).distinct()
+    header: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "space": space.name, "metric": metric,
+                              "units": UNITS[metric], "input_size": input_size}
+    if metric == "flops":
+        costs = count_flops(sites, space)
+        entries = {site.signature(1, dtype): _point_entry(value) for site, value in costs.items()}
+        return {**header, "batch": 1, "dtype": dtype, "num_classes": num_classes,
+                "device": {"type": "analytic", "name": "mult-add counter (densenas.complexity, SPEC §10.2)"},
+                "torch": torch.__version__, "cuda": None, "threads": None, "warmup": None, "repeats": None,
+                "measured_at": _today(), "source": "analytic", "entries": entries}
+    if metric != "latency":
+        raise DensenasError(f"metric '{metric}': expected one of {sorted(UNITS)}")
+    stats = profile_latency(sites, space, batch=batch, device=device, dtype=dtype, warmup=warmup, repeats=repeats,
+                            threads=threads, progress=progress)
+    entries = {
+        site.signature(batch, dtype): {"mean": s.mean_ms, "std": s.std_ms, "median": s.median_ms, "min": s.min_ms,
+                                       "count": s.count}
+        for site, s in stats.items()
+    }
+    return {**header, "batch": batch, "dtype": dtype, "num_classes": num_classes, "device": device_info(device),
+            "torch": torch.__version__, "cuda": torch.version.cuda if device.startswith("cuda") else None,
+            "threads": threads, "warmup": warmup, "repeats": repeats, "measured_at": _today(),
+            "source": "measured", "entries": entries}
+
+
+def validate_lut(doc: Any, source: str) -> None:
+    """Raise a DensenasError naming ``source`` and the offending key unless ``doc`` follows the LUT schema."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(lut_schema()).iter_errors(doc))
+    if error is not None:
+        location = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise DensenasError(f"{source}: not a valid LUT file: {location}: {error.message[:200]}")
+
+
+def write_lut(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
+    validate_lut(doc, str(path))
+    write_json(path, doc)
+
+
+def read_lut(path: str | os.PathLike[str]) -> dict[str, Any]:
+    source = Path(path)
+    if not source.is_file():
+        raise DensenasError(f"{source}: LUT file not found")
+    try:
+        doc = json.loads(source.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DensenasError(f"{source}: not a JSON LUT file ({exc.__class__.__name__})") from None
+    validate_lut(doc, str(source))
+    return doc
+
+
+def device_tag(*, device: str, batch: int, input_size: int, dtype: str) -> str:
+    """File stem under ``results/luts/{space}/``, e.g. ``cpu-b1-r32-float32`` (the same rule as ``lut_tag`` in
+    workflow/rules/common.smk): what changes the entries and is known from params before measuring; the machine
+    itself is recorded inside the file."""
+    return f"{device.replace(':', '')}-b{batch}-r{input_size}-{dtype}"
+
+
+def _point_entry(value: float) -> dict[str, float | int]:
+    return {"mean": value, "std": 0.0, "median": value, "min": value, "count": 1}
+
+
+def _today() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
