@@ -1,7 +1,8 @@
 # Shared helpers: the resolved params (preset merged, validated by densenas.config), the CLI prefix every rule
 # uses, and the paths of the stage contracts (DESIGN.md).
-from densenas.config import params_from_dict, deep_merge, load_params
+from densenas.config import load_params
 from densenas.registry import list_models
+from densenas.report import table_models
 
 P = load_params("params.yaml", preset=config.get("preset"))
 DATASET = P.dataset
@@ -28,11 +29,11 @@ def searched_models(space):
 
 
 def mbv2_models():
-    return [*P.report.mbv2_published, *P.report.mbv2_baselines, *searched_models("mbv2"), "mbv2-random"]
+    return table_models("mbv2", P)
 
 
 def resnet_models():
-    return [*P.report.resnet_baselines, *searched_models("resnet")]
+    return table_models("resnet", P)
 
 
 def model_source(model):

@@ -1,0 +1,207 @@
+"""The report stage: the paper's tables beside this run's measurements, and the figures. Files only, no MLflow.
+
+Paper columns are copied verbatim from the shipped reference tables; measured columns come from the
+``results/eval``, ``results/train`` and ``results/search`` JSON/CSV files of this run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from densenas.atomic import atomic_path
+from densenas.config import Params
+from densenas.errors import DensenasError
+
+# paper row -> registered model retrained here with the same recipe
+PAPER_ROW_MODELS = {
+    "mbv2": {
+        "DenseNAS-A": "densenas_a", "DenseNAS-B": "densenas_b", "DenseNAS-C": "densenas_c",
+        "1.0-MobileNetV2": "mobilenet_v2", "1.4-MobileNetV2": "mobilenet_v2_140", "MnasNet": "mnasnet1_0",
+        "Random Search": "mbv2-random",
+    },
+    "resnet": {"ResNet-18": "resnet18", "ResNet-34": "resnet34", "ResNet-50-B": "resnet50"},
+}
+PAPER_TABLE_FILES = {"mbv2": "paper_tables.csv", "resnet": "paper_tables_resnet.csv"}
+
+
+@dataclass(frozen=True)
+class ResultPaths:
+    root: Path = Path("results")
+
+    def eval_metrics(self, model: str) -> Path:
+        return self.root / "eval" / model / "metrics.json"
+
+    def train_metrics(self, model: str) -> Path:
+        return self.root / "train" / model / "metrics.json"
+
+    def train_history(self, model: str) -> Path:
+        return self.root / "train" / model / "history.csv"
+
+    def search_dir(self, space: str, variant: str) -> Path:
+        return self.root / "search" / space / variant
+
+
+def table_models(space: str, params: Params) -> list[str]:
+    """The retrained models a space's table compares: published, baselines, searched variants, random search."""
+    searched = [f"{space}-{variant}" for variant in sorted(params.search.spaces[space].variants)]
+    if space == "mbv2":
+        return [*params.report.mbv2_published, *params.report.mbv2_baselines, *searched, f"{space}-random"]
+    return [*params.report.resnet_baselines, *searched]
+
+
+def paper_table(space: str) -> pd.DataFrame:
+    source = resources.files("densenas.resources.paper").joinpath(PAPER_TABLE_FILES[space])
+    with source.open() as handle:
+        return pd.read_csv(handle, dtype={"model": str})
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DensenasError(f"{path}: missing (run the stage that writes it first)") from None
+    except json.JSONDecodeError as exc:
+        raise DensenasError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _get(record: dict[str, Any], dotted: str) -> Any:
+    node: Any = record
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or node.get(part) is None:
+            return None
+        node = node[part]
+    return node
+
+
+def measured_columns(model: str, paths: ResultPaths, params: Params) -> dict[str, Any]:
+    """What this run measured for one retrained model (eval + train + search files)."""
+    ev = _read_json(paths.eval_metrics(model))
+    tr = _read_json(paths.train_metrics(model))
+    row = {
+        "top1": _get(ev, "top1"),
+        "top5": _get(ev, "top5"),
+        "top1_last_epoch": _get(tr, "last.top1"),
+        "mult_adds_m_224": _get(ev, "mult_adds_m_224"),
+        "params_m_224": _get(ev, "params_m_224"),
+        "latency_ms": _get(ev, "latency.mean_ms"),
+        "latency_batch": _get(ev, "latency.protocol.batch"),
+        "latency_device": _get(ev, "latency.protocol.device_name"),
+        "lut_latency_ms": _get(ev, "lut_latency.latency_ms"),
+        "dataset": _get(ev, "dataset"),
+        "input_size": _get(ev, "input_size"),
+        "train_epochs": _get(tr, "epochs"),
+        "train_device": _get(tr, "device"),
+    }
+    if "-" in model:
+        space, variant = model.split("-", 1)
+        search = paths.search_dir(space, variant) / "metrics.json"
+        if search.is_file():
+            record = _read_json(search)
+            row["search_hours"] = _get(record, "search_hours")
+            row["search_device"] = _get(record, "device")
+    return row
+
+
+def build_table(space: str, models: list[str], paths: ResultPaths, params: Params) -> pd.DataFrame:
+    """Every paper row (paper columns verbatim, measured columns where a model maps to it), then this run's
+    searched variants (``{space}-{variant}``) as extra rows."""
+    paper = paper_table(space)
+    mapping = dict(PAPER_ROW_MODELS[space])
+    for variant, settings in params.search.spaces[space].variants.items():
+        if settings.paper_row:
+            mapping[settings.paper_row] = f"{space}-{variant}"
+    rows = []
+    for record in paper.to_dict("records"):
+        model = mapping.get(record["model"])
+        measured = measured_columns(model, paths, params) if model in models else {}
+        rows.append({"model": record["model"], "this_run_model": model if measured else None,
+                     **{f"paper_{k}": v for k, v in record.items() if k not in ("model", "source")},
+                     **measured})
+    mapped = {m for m in mapping.values()}
+    for model in models:
+        if model not in mapped:
+            rows.append({"model": f"(this run) {model}", "this_run_model": model,
+                         **measured_columns(model, paths, params)})
+    table = pd.DataFrame(rows)
+    return table.round(params.report.decimals)
+
+
+def write_table(table: pd.DataFrame, out: Path) -> None:
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def figure_accuracy_vs_latency(space: str, models: list[str], paths: ResultPaths, params: Params, out: Path) -> None:
+    """Paper points (TITAN-XP, batch 32) and this run's points (this device) side by side: the hardware and data
+    differ, so the panels share no axis."""
+    plt = _pyplot()
+    fig, (ax_paper, ax_ours) = plt.subplots(1, 2, figsize=(11, 4.5))
+    paper = paper_table(space).dropna(subset=["gpu_latency_ms", "top1"])
+    for record in paper.to_dict("records"):
+        ours = record["model"].startswith("DenseNAS")
+        ax_paper.scatter(record["gpu_latency_ms"], record["top1"], color="C3" if ours else "C0")
+        ax_paper.annotate(record["model"], (record["gpu_latency_ms"], record["top1"]), fontsize=7)
+    ax_paper.set(title="paper (TITAN-XP, batch 32, ImageNet)", xlabel="latency (ms)", ylabel="top-1 (%)")
+    for model in models:
+        measured = measured_columns(model, paths, params)
+        if _finite(measured["latency_ms"]) and _finite(measured["top1"]):
+            family = "C3" if model.startswith(("densenas", f"{space}-")) else "C0"
+            ax_ours.scatter(measured["latency_ms"], measured["top1"], color=family)
+            ax_ours.annotate(model, (measured["latency_ms"], measured["top1"]), fontsize=7)
+    ax_ours.set(title=f"this run ({params.dataset}, {params.data.input_size} px)",
+                xlabel="measured latency (ms, this device)", ylabel="top-1 (%)")
+    _save(fig, out)
+
+
+def figure_beta_evolution(arch_params: Path, out: Path) -> None:
+    """softmax(β) of every edge per epoch of one search: how the path distribution settles."""
+    plt = _pyplot()
+    history = _read_json(arch_params)["epochs"]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    epochs = [record["epoch"] for record in history]
+    for node, _ in enumerate(history[0]["path_probs"]):
+        for position in range(len(history[0]["path_probs"][node])):
+            if len(history[0]["path_probs"][node]) > 1:
+                series = [record["path_probs"][node][position] for record in history]
+                ax.plot(epochs, series, linewidth=0.8)
+    ax.set(title=f"path probabilities softmax(β) per edge — {arch_params.parent.name}", xlabel="epoch",
+           ylabel="transition probability")
+    _save(fig, out)
+
+
+def figure_training_curves(models: list[str], paths: ResultPaths, out: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for model in models:
+        history = pd.read_csv(paths.train_history(model))
+        ax.plot(history["epoch"], history["val_top1"], label=model, linewidth=1)
+    ax.set(title="validation top-1 during retraining", xlabel="epoch", ylabel="top-1 (%)")
+    ax.legend(fontsize=7)
+    _save(fig, out)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    _pyplot().close(fig)
