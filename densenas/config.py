@@ -145,6 +145,7 @@ class ReportParams:
     random_search_variant: str
     random_search_tolerance: float
     decimals: int
+    latency_table_archs: int
 
 
 @dataclass(frozen=True)

@@ -52,3 +52,19 @@ rule figures:
         "logs/report/figures.log",
     shell:
         "{CLI} report figures --space mbv2 --out reports/figures > {log} 2>&1"
+
+
+rule table_latency:
+    """Predicted (this device's per-op LUT) vs measured end-to-end latency of random MBV2 archs and DenseNAS-A/B/C."""
+    output:
+        report("reports/table_latency.csv", caption="../report/table_latency.rst", category="Tables"),
+    params:
+        lut=section("lut"),
+        input_size=P.data.input_size,
+        archs=P.report.latency_table_archs,
+    log:
+        "logs/report/table_latency.log",
+    threads: P.lut.threads
+    shell:
+        "python benchmarks/latency_prediction.py --params params.yaml --input-size {params.input_size}"
+        " --archs {params.archs} --out {output} > {log} 2>&1"
