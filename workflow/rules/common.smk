@@ -1,8 +1,15 @@
 # Shared helpers: the resolved params (preset merged, validated by densenas.config), the CLI prefix every rule
 # uses, and the paths of the stage contracts (DESIGN.md).
+import os
+import sys
+from pathlib import Path
+
 from densenas.config import load_params
 from densenas.registry import list_models
 from densenas.report import table_models
+
+# Rules call `densenas` and `python`: use the ones of the environment Snakemake itself runs in (e.g. .venv).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 P = load_params("params.yaml", preset=config.get("preset"))
 DATASET = P.dataset
@@ -44,9 +51,10 @@ def model_source(model):
     return f"results/search/{space}/{variant}/net_config.json"
 
 
-def model_inputs(wildcards):
+def model_net_config(wildcards):
+    """The net_config file a searched or random-search model is built from (zoo models need none)."""
     source = model_source(wildcards.model)
-    return [PREPARED] + ([] if source in ZOO else [source])
+    return [] if source in ZOO else [source]
 
 
 def space_of(model):
@@ -68,3 +76,31 @@ DIST_CLI = (
     if GPUS > 1
     else CLI
 )
+
+
+ENV = "../envs/densenas.yaml"
+
+
+def search_lut(wildcards):
+    """The LUT a latency variant optimises against; FLOPs variants compute their table on the fly."""
+    variant = P.search.spaces[wildcards.space].variants[wildcards.variant]
+    return lut_file(wildcards.space) if variant.objective == "latency" else []
+
+
+def lut_flag(wildcards, input):
+    return f"--lut {input.lut}" if input.lut else ""
+
+
+def eval_lut(wildcards):
+    """DenseNAS-family MBV2 models also get their LUT-predicted latency."""
+    model = wildcards.model
+    family = model not in ZOO or model.startswith("densenas")
+    return lut_file("mbv2") if family and space_of(model) == "mbv2" else []
+
+
+def eval_metrics(models):
+    return [f"results/eval/{m}/metrics.json" for m in models]
+
+
+def search_metrics(space):
+    return [f"results/search/{space}/{v}/metrics.json" for v in variants(space)]

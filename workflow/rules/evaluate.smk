@@ -1,10 +1,3 @@
-def eval_lut(wildcards):
-    """DenseNAS-family MBV2 models also get their LUT-predicted latency."""
-    model = wildcards.model
-    family = model not in ZOO or model.startswith("densenas")
-    return lut_file("mbv2") if family and space_of(model) == "mbv2" else []
-
-
 rule evaluate:
     """Top-1/top-5, params, mult-adds, measured latency (SPEC §10) and LUT-predicted latency of a trained model."""
     input:
@@ -14,6 +7,7 @@ rule evaluate:
     output:
         "results/eval/{model}/metrics.json",
     params:
+        cli=CLI,
         evaluate=section("evaluate"),
         source=lambda w: model_source(w.model),
         lut_flag=lambda w, input: f"--lut {input.lut}" if input.lut else "",
@@ -24,6 +18,9 @@ rule evaluate:
         gpu=1 if P.evaluate.latency_device == "cuda" else 0,
         mem_mb=8000,
         runtime=120,
+    conda:
+        ENV
     shell:
-        "{CLI} evaluate --model {params.source} --name {wildcards.model} --checkpoint {input.best} --data {PREPARED}"
+        "{params.cli} evaluate --model {params.source} --name {wildcards.model} --checkpoint {input.best}"
+        " --data {input.data}"
         " {params.lut_flag} --out {output} > {log} 2>&1"

@@ -3,6 +3,7 @@ rule lut:
     output:
         "results/luts/{space}/{tag}.json",
     params:
+        cli=CLI,
         lut=section("lut"),
         input_size=P.data.input_size,
     log:
@@ -14,5 +15,7 @@ rule lut:
         gpu=1 if P.lut.device == "cuda" else 0,
         mem_mb=8000,
         runtime=120,
+    conda:
+        ENV
     shell:
-        "{CLI} lut --space {wildcards.space} --out {output} > {log} 2>&1"
+        "{params.cli} lut --space {wildcards.space} --out {output} > {log} 2>&1"

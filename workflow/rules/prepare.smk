@@ -3,6 +3,7 @@ rule prepare:
     output:
         directory(PREPARED),
     params:
+        cli=CLI,
         data=section("data"),
     log:
         "logs/prepare.log",
@@ -12,5 +13,7 @@ rule prepare:
     resources:
         mem_mb=8000,
         runtime=240,
+    conda:
+        ENV
     shell:
-        "{CLI} prepare --out {output} > {log} 2>&1"
+        "{params.cli} prepare --out {output} > {log} 2>&1"

@@ -1,11 +1,3 @@
-def eval_metrics(models):
-    return [f"results/eval/{m}/metrics.json" for m in models]
-
-
-def search_metrics(space):
-    return [f"results/search/{space}/{v}/metrics.json" for v in variants(space)]
-
-
 rule table_mbv2:
     """The paper's Table 1 beside what this run measured (published, baselines, searched, random search)."""
     input:
@@ -14,11 +6,14 @@ rule table_mbv2:
     output:
         report("reports/table_mbv2.csv", caption="../report/table_mbv2.rst", category="Tables"),
     params:
+        cli=CLI,
         report=section("report"),
     log:
         "logs/report/table_mbv2.log",
+    conda:
+        ENV
     shell:
-        "{CLI} report table --space mbv2 --out {output} > {log} 2>&1"
+        "{params.cli} report table --space mbv2 --out {output} > {log} 2>&1"
 
 
 rule table_resnet:
@@ -29,11 +24,14 @@ rule table_resnet:
     output:
         report("reports/table_resnet.csv", caption="../report/table_resnet.rst", category="Tables"),
     params:
+        cli=CLI,
         report=section("report"),
     log:
         "logs/report/table_resnet.log",
+    conda:
+        ENV
     shell:
-        "{CLI} report table --space resnet --out {output} > {log} 2>&1"
+        "{params.cli} report table --space resnet --out {output} > {log} 2>&1"
 
 
 rule figures:
@@ -47,11 +45,14 @@ rule figures:
         report("reports/figures/beta_evolution.png", caption="../report/beta_evolution.rst", category="Figures"),
         report("reports/figures/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
     params:
+        cli=CLI,
         report=section("report"),
     log:
         "logs/report/figures.log",
+    conda:
+        ENV
     shell:
-        "{CLI} report figures --space mbv2 --out reports/figures > {log} 2>&1"
+        "{params.cli} report figures --space mbv2 --out reports/figures > {log} 2>&1"
 
 
 rule table_latency:
@@ -65,6 +66,8 @@ rule table_latency:
     log:
         "logs/report/table_latency.log",
     threads: P.lut.threads
+    conda:
+        ENV
     shell:
         "python benchmarks/latency_prediction.py --params params.yaml --input-size {params.input_size}"
         " --archs {params.archs} --out {output} > {log} 2>&1"

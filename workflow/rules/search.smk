@@ -1,13 +1,3 @@
-def search_lut(wildcards):
-    """The LUT a latency variant optimises against; FLOPs variants compute their table on the fly."""
-    variant = P.search.spaces[wildcards.space].variants[wildcards.variant]
-    return lut_file(wildcards.space) if variant.objective == "latency" else []
-
-
-def lut_flag(wildcards, input):
-    return f"--lut {input.lut}" if input.lut else ""
-
-
 rule search_warmup:
     """Weights-only warm-up (uniform single-op sampling), shared by every variant of a space."""
     input:
@@ -15,6 +5,7 @@ rule search_warmup:
     output:
         checkpoint="results/search/{space}/warmup/checkpoint.pt",
     params:
+        cli=DIST_CLI,
         search=lambda w: P.raw["search"]["spaces"][w.space],
     log:
         "logs/search/{space}/warmup.log",
@@ -25,8 +16,10 @@ rule search_warmup:
         gpu=GPUS,
         mem_mb=16000,
         runtime=1440,
+    conda:
+        ENV
     shell:
-        "{DIST_CLI} search --space {wildcards.space} --warmup --out results/search/{wildcards.space}/warmup > {log} 2>&1"
+        "{params.cli} search --space {wildcards.space} --warmup --out results/search/{wildcards.space}/warmup > {log} 2>&1"
 
 
 rule search:
@@ -45,6 +38,7 @@ rule search:
         metrics="results/search/{space}/{variant}/metrics.json",
         checkpoint="results/search/{space}/{variant}/checkpoint.pt",
     params:
+        cli=DIST_CLI,
         search=lambda w: P.raw["search"]["spaces"][w.space],
         quirks=section("quirks"),
         lut_flag=lut_flag,
@@ -59,8 +53,10 @@ rule search:
         gpu=GPUS,
         mem_mb=16000,
         runtime=1440,
+    conda:
+        ENV
     shell:
-        "{DIST_CLI} search --space {wildcards.space} --variant {wildcards.variant} --warmup-from {input.warmup}"
+        "{params.cli} search --space {wildcards.space} --variant {wildcards.variant} --warmup-from {input.warmup}"
         " {params.lut_flag} --out results/search/{wildcards.space}/{wildcards.variant} > {log} 2>&1"
 
 
@@ -72,10 +68,14 @@ rule derive:
         "results/search/{space}/{variant}/net_config.json",
     wildcard_constraints:
         variant="(?!warmup$|random$)[a-z][a-z0-9_]*",
+    params:
+        cli=CLI,
     log:
         "logs/derive/{space}/{variant}.log",
+    conda:
+        ENV
     shell:
-        "{CLI} derive --arch-params {input} --out {output} > {log} 2>&1"
+        "{params.cli} derive --arch-params {input} --out {output} > {log} 2>&1"
 
 
 rule random_arch:
@@ -85,10 +85,13 @@ rule random_arch:
     output:
         "results/search/{space}/random/net_config.json",
     params:
+        cli=CLI,
         tolerance=P.report.random_search_tolerance,
         seed=P.seed,
     log:
         "logs/derive/{space}/random.log",
+    conda:
+        ENV
     shell:
-        "{CLI} random-arch --space {wildcards.space} --match {input} --tolerance {params.tolerance}"
+        "{params.cli} random-arch --space {wildcards.space} --match {input} --tolerance {params.tolerance}"
         " --out {output} > {log} 2>&1"

@@ -1,7 +1,8 @@
 rule train:
     """Retraining with the paper's recipe (searched, published and baseline models alike)."""
     input:
-        model_inputs,
+        data=PREPARED,
+        net_config=model_net_config,
     output:
         best="results/train/{model}/best.pt",
         checkpoint="results/train/{model}/checkpoint.pt",
@@ -12,6 +13,7 @@ rule train:
         ),
         metrics="results/train/{model}/metrics.json",
     params:
+        cli=DIST_CLI,
         train=section("train"),
         source=lambda w: model_source(w.model),
     log:
@@ -23,6 +25,8 @@ rule train:
         gpu=GPUS,
         mem_mb=16000,
         runtime=2880,
+    conda:
+        ENV
     shell:
-        "{DIST_CLI} train --model {params.source} --name {wildcards.model} --data {PREPARED}"
+        "{params.cli} train --model {params.source} --name {wildcards.model} --data {input.data}"
         " --out results/train/{wildcards.model} > {log} 2>&1"
