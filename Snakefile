@@ -10,6 +10,10 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+envvars:
+    "PATH",
+
+
 validate(config, "workflow/schemas/params.schema.yaml")
 
 
