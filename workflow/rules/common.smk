@@ -104,3 +104,7 @@ def eval_metrics(models):
 
 def search_metrics(space):
     return [f"results/search/{space}/{v}/metrics.json" for v in variants(space)]
+
+
+# Only declared variants are searched: keeps `warmup` and `random` out of the variant wildcard.
+VARIANT = "|".join(sorted({v for space in P.search.spaces for v in variants(space)}))

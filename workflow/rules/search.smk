@@ -43,7 +43,7 @@ rule search:
         quirks=section("quirks"),
         lut_flag=lut_flag,
     wildcard_constraints:
-        variant="(?!warmup$|random$)[a-z][a-z0-9_]*",
+        variant=VARIANT,
     log:
         "logs/search/{space}/{variant}.log",
     benchmark:
@@ -67,7 +67,7 @@ rule derive:
     output:
         "results/search/{space}/{variant}/net_config.json",
     wildcard_constraints:
-        variant="(?!warmup$|random$)[a-z][a-z0-9_]*",
+        variant=VARIANT,
     params:
         cli=CLI,
     log:

@@ -1,0 +1,71 @@
+"""The workflow definitions: Snakemake lint is clean, and dvc.yaml declares the same DAG (commands and outputs)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+REDIRECT = re.compile(r"\s*>\s*\S+\s+2>&1\s*$")
+
+
+def _snakemake(*args: str) -> str:
+    result = subprocess.run([str(BIN / "snakemake"), *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def test_snakemake_lint_is_clean() -> None:
+    out = _snakemake("--lint")
+    assert "Congratulations, your workflow is in a good condition!" in out, out[-3000:]
+
+
+def _snakemake_jobs() -> dict[str, set[str]]:
+    """Shell command (log redirection stripped) -> declared outputs, for every job of `all`."""
+    jobs: dict[str, set[str]] = {}
+    outputs: set[str] = set()
+    for line in _snakemake("-n", "-p", "--forceall", "all").splitlines():
+        if line.startswith("    output: "):
+            outputs = {p.strip() for p in line.removeprefix("    output: ").split(",")}
+        elif line.startswith("Shell command: ") and line != "Shell command: None":
+            jobs[" ".join(REDIRECT.sub("", line.removeprefix("Shell command: ")).split())] = outputs
+    return jobs
+
+
+def _dvc_jobs() -> dict[str, set[str]]:
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        return {
+            " ".join(stage.cmd.split()): {str(Path(out.fs_path).relative_to(REPO)) for out in stage.outs}
+            for stage in repo.index.stages
+        }
+
+
+@pytest.fixture(scope="module")
+def both() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    return _snakemake_jobs(), _dvc_jobs()
+
+
+def test_dvc_and_snakemake_run_the_same_commands(both) -> None:
+    snake, dvc = both
+    assert len(snake) >= 40, f"expected the whole DAG, got {len(snake)} jobs"
+    assert set(snake) - set(dvc) == set(), "commands only Snakemake runs"
+    assert set(dvc) - set(snake) == set(), "commands only DVC runs"
+
+
+def _covered(path: str, by: set[str]) -> bool:
+    return any(path == other or path.startswith(other.rstrip("/") + "/") for other in by)
+
+
+def test_dvc_and_snakemake_declare_the_same_outputs(both) -> None:
+    snake, dvc = both
+    for command, outputs in snake.items():
+        declared = dvc[command]
+        assert all(_covered(o, declared) for o in outputs), f"{command}: {outputs} vs DVC {declared}"
+        assert all(any(_covered(o, {d}) for o in outputs) for d in declared), f"{command}: DVC {declared}"
