@@ -14,7 +14,9 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 P = load_params("params.yaml", preset=config.get("preset"))
 DATASET = P.dataset
 PREPARED = f"data/prepared/{DATASET}"
-CLI = "densenas --params params.yaml" + (f" --preset {P.preset}" if P.preset else "")
+# `--config preset=X` on the command line must reach the stages too; a preset set in params.yaml they read themselves.
+PRESET_FLAG = f" --preset {P.preset}" if P.preset != load_params("params.yaml").preset else ""
+CLI = "densenas --params params.yaml" + PRESET_FLAG
 ZOO = set(list_models())
 
 
@@ -71,8 +73,7 @@ def section(name):
 GPUS = P.workflow.gpus_per_job
 # Heavy stages run under torchrun when a job gets several GPUs (DDP inside the job, Snakemake across jobs).
 DIST_CLI = (
-    f"torchrun --standalone --nproc-per-node {GPUS} -m densenas.cli --params params.yaml"
-    + (f" --preset {P.preset}" if P.preset else "")
+    f"torchrun --standalone --nproc-per-node {GPUS} -m densenas.cli --params params.yaml{PRESET_FLAG}"
     if GPUS > 1
     else CLI
 )
