@@ -1,11 +1,15 @@
-"""Resumable checkpoints: atomic save, ``weights_only`` load, RNG states, and an identity check on load.
+"""Resumable checkpoints: atomic save, ``weights_only`` load, RNG states, an identity and an integrity check on load.
 
 A checkpoint records what produced it (kind, model/space identity, params digest) and is refused, by name,
-when loaded for something else.
+when loaded for something else. It also carries the sha256 of its own content (every tensor's bytes and every
+value, in order): torch's zip format does not check its CRCs on load, so a flipped bit would otherwise go unseen.
+The digest sits inside the file rather than in a sidecar so that it can never be stale (a kill between writing
+two files, or ``dvc checkout`` restoring only the checkpoint).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 from typing import Any
@@ -60,12 +64,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+INTEGRITY = "content_sha256"
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (which must hold an ``identity`` mapping) atomically."""
+    """Write ``payload`` (which must hold an ``identity`` mapping) atomically, with the digest of its content."""
     if "identity" not in payload:
         raise ValueError("a checkpoint payload needs an 'identity' mapping")
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save({**payload, INTEGRITY: content_digest(payload)}, tmp)
 
 
 def load_checkpoint(path: str | Path, identity: dict[str, Any]) -> dict[str, Any]:
@@ -79,8 +86,41 @@ def load_checkpoint(path: str | Path, identity: dict[str, Any]) -> dict[str, Any
         raise DensenasError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(payload, dict) or "identity" not in payload:
         raise DensenasError(f"{path}: not a densenas checkpoint (no identity record)")
+    recorded = payload.pop(INTEGRITY, None)
+    if recorded is None:
+        raise DensenasError(f"{path}: checkpoint has no {INTEGRITY} (written by an older densenas); delete it to "
+                            "start the stage over")
+    if recorded != content_digest(payload):
+        raise DensenasError(f"{path}: content differs from its recorded {INTEGRITY} (the file is corrupted or was "
+                            "edited); delete it to start the stage over")
     for key, expected in identity.items():
         got = payload["identity"].get(key)
         if got != expected:
             raise DensenasError(f"{path}: checkpoint was made for {key}={got!r}, expected {key}={expected!r}")
     return payload
+
+
+def content_digest(payload: Any) -> str:
+    """sha256 over the structure, values and tensor bytes of ``payload``; lists and tuples hash alike, because
+    a ``weights_only`` load may give back either."""
+    digest = hashlib.sha256()
+    _feed(digest, payload)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().reshape(-1).contiguous()
+        digest.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key, item in value.items():
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, list | tuple):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"{type(value).__name__}:{value!r};".encode())

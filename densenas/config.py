@@ -197,12 +197,14 @@ def load_params(path: str | Path = "params.yaml", preset: str | None = None,
     if overrides:
         raw = deep_merge(raw, overrides)
     preset_name = preset if preset is not None else raw.get("preset")
+    source = str(path)
     if preset_name:
         raw = deep_merge(raw, _read_preset(str(preset_name), Path(path)))
         raw["preset"] = str(preset_name)
         if overrides:
             raw = deep_merge(raw, overrides)
-    return params_from_dict(raw, str(path))
+        source += f" with preset '{preset_name}'"  # a bad value may come from either file
+    return params_from_dict(raw, source)
 
 
 def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:

@@ -2,7 +2,8 @@
 
 Stages write files (the source of truth); after a stage succeeds the CLI logs what it wrote here, on rank 0
 only. Writers are serialised with a file lock beside a sqlite store, so parallel Snakemake jobs never hit
-sqlite lock or migration errors; an unreachable server fails fast with a message instead of hanging.
+sqlite lock or migration errors; an unreachable server fails fast with a message instead of hanging, and
+:func:`check_tracking` lets a stage find that out before it starts its work.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from filelock import FileLock
 
@@ -48,10 +50,10 @@ def log_stage(params: Params, record: StageRecord) -> str | None:
     if not params.tracking.enabled or int(os.environ.get("RANK", "0")) != 0:
         return None
     uri = tracking_uri(params)
-    with _store_lock(uri):
-        import mlflow
+    os.environ.update({k: v for k, v in _HTTP_FAIL_FAST.items() if k not in os.environ})
+    import mlflow  # outside the lock: the import takes seconds, and parallel writers need not wait for each other's
 
-        os.environ.update({k: v for k, v in _HTTP_FAIL_FAST.items() if k not in os.environ})
+    with _store_lock(uri):
         mlflow.set_tracking_uri(uri)
         try:
             mlflow.set_experiment(f"densenas-{record.space or 'data'}")
@@ -63,6 +65,32 @@ def log_stage(params: Params, record: StageRecord) -> str | None:
                 f"tracking: MLflow at '{uri}' failed ({exc.__class__.__name__}: {str(exc)[:160]}); fix the URI "
                 "(tracking.uri or MLFLOW_TRACKING_URI) or set tracking.enabled: false"
             ) from None
+
+
+def check_tracking(params: Params, timeout_s: float = 5.0) -> None:
+    """Pre-flight for a stage: refuse within ``timeout_s``, naming the URI, a store that :func:`log_stage` could
+    not write after the stage's work is done (a server that does not answer, a sqlite or file store in a folder
+    that cannot be written). Nothing to check when tracking is off or on ranks other than 0."""
+    if not params.tracking.enabled or int(os.environ.get("RANK", "0")) != 0:
+        return
+    uri = tracking_uri(params)
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        import requests  # mlflow's own HTTP client
+
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s)  # any answer means the server is there
+        except requests.RequestException as exc:
+            raise DensenasError(f"tracking: MLflow at '{uri}' is unreachable ({exc.__class__.__name__}); start the "
+                                f"server, fix the URI (tracking.uri or MLFLOW_TRACKING_URI) or set "
+                                f"tracking.enabled: false") from None
+    elif scheme in ("sqlite", "file", ""):
+        store = _sqlite_path(uri) if scheme == "sqlite" else Path(urlparse(uri).path)
+        folder = store.parent if scheme == "sqlite" else store
+        existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+        if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+            raise DensenasError(f"tracking: MLflow store '{uri}': {existing} is not a writable folder; fix the URI "
+                                "(tracking.uri or MLFLOW_TRACKING_URI) or set tracking.enabled: false")
 
 
 def _log_run(mlflow: Any, params: Params, record: StageRecord) -> str:
@@ -112,9 +140,14 @@ def _git_commit() -> str:
 
 def _store_lock(uri: str) -> FileLock:
     """A lock file beside a sqlite store (or in the working directory for servers)."""
-    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else Path(".mlflow-client")
+    path = _sqlite_path(uri) if uri.startswith("sqlite:///") else Path(".mlflow-client")
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path) + ".lock", timeout=600)
+
+
+def _sqlite_path(uri: str) -> Path:
+    """``sqlite:///mlflow.db`` -> mlflow.db (relative), ``sqlite:////abs/m.db`` -> /abs/m.db."""
+    return Path(uri.removeprefix("sqlite:///"))
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

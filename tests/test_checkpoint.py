@@ -1,4 +1,5 @@
-"""Checkpoints round-trip RNG states, load with weights_only, and refuse a foreign identity or a broken file."""
+"""Checkpoints round-trip RNG states, load with weights_only (pickled code is refused unexecuted), carry and verify
+a content checksum, and refuse a foreign identity or a broken file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from densenas.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from densenas.checkpoint import (
+    INTEGRITY,
+    content_digest,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from densenas.errors import DensenasError
 
 
@@ -43,3 +52,54 @@ def test_save_leaves_no_partial_file_on_failure(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         save_checkpoint(tmp_path / "c.pt", {"no": "identity"})
     assert list(tmp_path.iterdir()) == []
+
+
+class _RunsCode:
+    """Unpickling it calls ``open(marker, "w")``: a stand-in for whatever a foreign pickle could execute."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy-pickle"])
+def test_pickled_code_is_refused_without_running_it(tmp_path: Path, zip_format: bool) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "c.pt"
+    torch.save({"identity": {"kind": "x"}, "payload": _RunsCode(marker)}, path,
+               _use_new_zipfile_serialization=zip_format)
+    torch.load(path, weights_only=False)  # the control: an unrestricted load does run it
+    assert marker.exists(), "the test payload should execute under an unrestricted load"
+    marker.unlink()
+    with pytest.raises(DensenasError, match=r"c\.pt: not a readable checkpoint \(UnpicklingError\)"):
+        load_checkpoint(path, {"kind": "x"})
+    assert not marker.exists(), "load_checkpoint executed code from the file"
+
+
+def test_content_checksum_is_recorded_and_verified(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters(), betas=(0.5, 0.999))
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    payload = {"identity": {"kind": "x"}, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "rng": rng_state(), "flag": torch.tensor([True, False]), "half": torch.ones(2, dtype=torch.bfloat16)}
+    save_checkpoint(tmp_path / "c.pt", payload)
+    raw = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert raw[INTEGRITY] == content_digest(payload), "the file records the digest of what was saved"
+    loaded = load_checkpoint(tmp_path / "c.pt", {"kind": "x"})
+    assert INTEGRITY not in loaded and torch.equal(loaded["model"]["weight"], model.state_dict()["weight"])
+
+    data = bytearray((tmp_path / "c.pt").read_bytes())
+    weight = model.state_dict()["weight"].numpy().tobytes()
+    data[data.index(weight) + 2] ^= 0x01  # one bit of one weight: torch.load itself does not notice
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    assert not torch.equal(torch.load(tmp_path / "flipped.pt", weights_only=True)["model"]["weight"],
+                           model.state_dict()["weight"])
+    with pytest.raises(DensenasError, match=f"flipped.pt: content differs from its recorded {INTEGRITY}"):
+        load_checkpoint(tmp_path / "flipped.pt", {"kind": "x"})
+
+    torch.save({"identity": {"kind": "x"}}, tmp_path / "unstamped.pt")
+    with pytest.raises(DensenasError, match=f"unstamped.pt: checkpoint has no {INTEGRITY}"):
+        load_checkpoint(tmp_path / "unstamped.pt", {"kind": "x"})

@@ -14,6 +14,7 @@ from densenas.cli import main
 from densenas.complexity import count_mult_adds
 from densenas.errors import DensenasError
 from densenas.lut import (
+    INTEGRITY,
     build_lut,
     build_site,
     device_tag,
@@ -23,6 +24,7 @@ from densenas.lut import (
     read_lut,
     supernet_sites,
     validate_lut,
+    with_content_sha256,
     write_lut,
 )
 from densenas.models import build_network
@@ -184,7 +186,8 @@ def test_invalid_or_incomplete_lut_files_are_refused(tiny_lut: Path, tmp_path: P
             load_cost_table(path, space, topology, input_size=16, batch=1)
     first = next(iter(doc["entries"]))
     incomplete = tmp_path / "incomplete.json"
-    incomplete.write_text(json.dumps({**doc, "entries": {k: v for k, v in doc["entries"].items() if k != first}}))
+    incomplete.write_text(json.dumps(with_content_sha256(
+        {**doc, "entries": {k: v for k, v in doc["entries"].items() if k != first}})))
     with pytest.raises(DensenasError, match=f"lacks the mean of 1 op.*{first.replace('|', '.')}"):
         load_cost_table(incomplete, space, topology, input_size=16, batch=1)
     not_json = tmp_path / "not.json"
@@ -193,6 +196,25 @@ def test_invalid_or_incomplete_lut_files_are_refused(tiny_lut: Path, tmp_path: P
         read_lut(not_json)
     with pytest.raises(DensenasError, match="entries"):
         validate_lut({**doc, "entries": {}}, "in-memory")
+
+
+def test_content_checksum_is_written_and_verified(tiny_lut: Path, tmp_path: Path) -> None:
+    doc = json.loads(tiny_lut.read_text())
+    assert len(doc[INTEGRITY]) == 64, f"write_lut must stamp a sha256, got {doc.get(INTEGRITY)!r}"
+    space = load_space("resnet")
+    for name, changed in (("value", lambda d: next(iter(d["entries"].values())).update(mean=123.0)),
+                          ("header", lambda d: d.update(threads=7)),
+                          ("checksum", lambda d: d.update({INTEGRITY: "0" * 64}))):
+        edited = json.loads(tiny_lut.read_text())
+        changed(edited)
+        path = tmp_path / f"edited_{name}.json"
+        path.write_text(json.dumps(edited))  # still valid against the schema
+        with pytest.raises(DensenasError, match=f"{path}: content differs from its {INTEGRITY}"):
+            load_cost_table(path, space, build_topology(space), input_size=16, batch=1)
+    unstamped = tmp_path / "unstamped.json"
+    unstamped.write_text(json.dumps({k: v for k, v in doc.items() if k != INTEGRITY}))
+    with pytest.raises(DensenasError, match=f"{unstamped}: not a valid LUT file: .*'{INTEGRITY}' is a required"):
+        read_lut(unstamped)
 
 
 def test_device_tag() -> None:

@@ -29,6 +29,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ASPECT_RATIOS = (3 / 4, 4 / 3)  # RandomResizedCrop's default range
 
+SPLIT_KEYS = {"num_classes": int, "count": int, "per_class": list, "files": dict}  # read from each split entry
 _verified: set[tuple[str, int, int]] = set()  # (shard path, size, mtime_ns) already checked in this process
 
 
@@ -37,11 +38,32 @@ def read_manifest(prepared_dir: str | Path) -> dict[str, Any]:
     path = Path(prepared_dir) / MANIFEST
     if not path.is_file():
         raise DensenasError(f"{path}: not found; run `densenas prepare` first")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise DensenasError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}; "
-                            f"run `densenas prepare` again")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DensenasError(f"{path}: not valid JSON ({exc.__class__.__name__}); run `densenas prepare` "
+                            "again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise DensenasError(f"{path}: format {found!r}, expected {FORMAT!r}; run `densenas prepare` again")
+    _check_layout(manifest, path)
     return manifest
+
+
+def _check_layout(manifest: dict[str, Any], path: Path) -> None:
+    """The keys the stages read, so a hand-edited manifest fails here by name instead of deep inside a stage."""
+    if not isinstance(manifest.get("params"), dict):
+        raise DensenasError(f"{path}: 'params' missing; run `densenas prepare` again")
+    splits = manifest.get("splits")
+    for split in SPLITS:
+        entry = splits.get(split) if isinstance(splits, dict) else None
+        if not isinstance(entry, dict):
+            raise DensenasError(f"{path}: splits.{split} missing (expected {', '.join(SPLITS)}); "
+                                "run `densenas prepare` again")
+        for key, kind in SPLIT_KEYS.items():
+            if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+                raise DensenasError(f"{path}: splits.{split}.{key}: expected {kind.__name__}, got "
+                                    f"{entry.get(key)!r}; run `densenas prepare` again")
 
 
 def build_loader(prepared_dir: str | Path, split: str, data_params: DataParams, *, train: bool, batch_size: int,
@@ -66,6 +88,7 @@ def build_loader(prepared_dir: str | Path, split: str, data_params: DataParams, 
         TrainTransform(data_params.input_size, data_params.min_scale) if train
         else EvalTransform(data_params.eval_resize, data_params.input_size))
     dataset = PackedDataset(folder, transform, seed)
+    _check_counts(dataset.reader.labels, manifest["splits"][split], Path(prepared_dir) / MANIFEST, split)
     drop = train if drop_last is None else drop_last
     order = train if shuffle is None else shuffle
     ctx = distributed or DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -173,6 +196,21 @@ def _check_params(manifest: dict[str, Any], data: DataParams, path: Path) -> Non
         if manifest["params"].get(key) != getattr(data, key):
             raise DensenasError(f"{path}: prepared with data.{key}={manifest['params'].get(key)!r}, but the params "
                                 f"say {getattr(data, key)!r}; run `densenas prepare` again")
+
+
+def _check_counts(labels: np.ndarray, entry: dict[str, Any], path: Path, split: str) -> None:
+    """The manifest's counts against the (checksum-verified) index: an edited count or class number is refused
+    before it sizes a classifier wrongly or lets a label fall outside it."""
+    where = f"{path}: splits.{split}"
+    num_classes = entry["num_classes"]
+    if len(entry["per_class"]) != num_classes or (len(labels) and int(labels.max()) >= num_classes):
+        raise DensenasError(f"{where}.num_classes is {num_classes}, but per_class lists {len(entry['per_class'])} "
+                            f"classes and the index labels {int(labels.max()) + 1 if len(labels) else 0}; "
+                            "run `densenas prepare` again")
+    for key, expected in (("count", len(labels)), ("per_class", np.bincount(labels, minlength=num_classes).tolist())):
+        if entry[key] != expected:
+            raise DensenasError(f"{where}.{key} is {entry[key]!r}, the index holds {expected!r}; "
+                                "run `densenas prepare` again")
 
 
 def _verify_once(folder: Path, files: dict[str, dict[str, Any]]) -> None:

@@ -166,7 +166,7 @@ def pack_image(sample: Sample, short_side: int | None) -> tuple[bytes | None, st
     Pixel-array sources (Fashion-MNIST) are stored as lossless PNG.
     """
     if isinstance(sample.data, np.ndarray):
-        pixels = torch.from_numpy(np.ascontiguousarray(sample.data))[None]
+        pixels = torch.from_numpy(np.array(sample.data))[None]  # a copy: the IDX pixels are a read-only buffer
         return encode_png(_resize_short_side(pixels, short_side)).numpy().tobytes(), ""
     try:
         original = sample.data.read()

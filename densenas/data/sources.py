@@ -131,6 +131,9 @@ def _folder_split(root: Path, split: str) -> dict[str, list[Sample]]:
     samples: dict[str, list[Sample]] = {}
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         files = sorted(f.name for f in class_dir.iterdir() if f.name.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:  # a class without images would train a classifier output that never sees an example
+            raise DensenasError(f"{class_dir}: no images (expected files ending in {', '.join(IMAGE_EXTENSIONS)}, "
+                                "any case); add them or remove the class folder")
         samples[class_dir.name] = [
             Sample(name=f"{split}/{class_dir.name}/{f}", origin=str(class_dir / f), data=ByteRange(str(class_dir / f)))
             for f in files
@@ -179,6 +182,8 @@ def _train_archive(path: Path) -> dict[str, list[Sample]]:
             assert inner_file is not None  # a regular member always has a file object
             with tarfile.open(fileobj=inner_file) as inner:
                 images = sorted((m for m in inner if m.isreg() and _is_image(m.name)), key=lambda m: m.name)
+            if not images:
+                raise DensenasError(f"{path}::{member.name}: no images in this class archive")
             samples[wnid] = [
                 Sample(name=f"train/{wnid}/{Path(m.name).name}", origin=f"{path}::{member.name}/{m.name}",
                        data=ByteRange(str(path), member.offset_data + m.offset_data, m.size))

@@ -1,12 +1,14 @@
 """LUT files: build the JSON document of one space's per-op costs, validate it, write it atomically, read it.
 
 Layout and field meanings: ``densenas/resources/lut.schema.json``. The ``lut`` stage writes these files; the
-search reads them back through :func:`densenas.lut.tables.load_cost_table`.
+search reads them back through :func:`densenas.lut.tables.load_cost_table`. Each file carries the sha256 of its
+own content, so a LUT edited or damaged after it was measured is refused instead of steering a search.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 from functools import cache
@@ -25,6 +27,7 @@ from densenas.spaces.space import SearchSpace
 from densenas.spaces.topology import build_topology
 
 SCHEMA_VERSION = 1
+INTEGRITY = "content_sha256"
 UNITS = {"latency": "ms", "flops": "M mult-adds"}
 
 
@@ -76,7 +79,19 @@ def validate_lut(doc: Any, source: str) -> None:
         raise DensenasError(f"{source}: not a valid LUT file: {location}: {error.message[:200]}")
 
 
+def content_sha256(doc: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of every field but the checksum itself (JSON floats round-trip exactly)."""
+    content = {key: value for key, value in doc.items() if key != INTEGRITY}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def with_content_sha256(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**doc, INTEGRITY: content_sha256(doc)}
+
+
 def write_lut(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
+    """Validate ``doc``, stamp its content checksum and write it atomically."""
+    doc = with_content_sha256(doc)
     validate_lut(doc, str(path))
     write_json(path, doc)
 
@@ -90,6 +105,9 @@ def read_lut(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DensenasError(f"{source}: not a JSON LUT file ({exc.__class__.__name__})") from None
     validate_lut(doc, str(source))
+    if doc[INTEGRITY] != content_sha256(doc):
+        raise DensenasError(f"{source}: content differs from its {INTEGRITY} (the file was edited or damaged "
+                            "after `densenas lut` wrote it); measure or convert it again")
     return doc
 
 

@@ -122,6 +122,11 @@ def _check_consistency(space: SearchSpace, label: str) -> None:
         got = len(getattr(space, key))
         if got != expected_len:
             raise DensenasError(f"{label}: key '{key}' must have {expected_len} entries (widths has {n}), got {got}")
+    for res in space.resolutions:  # each node halves the previous resolution zero or more times
+        ratio = space.resolutions[0] / res
+        if res > space.resolutions[0] or not ratio.is_integer() or int(ratio) & (int(ratio) - 1):
+            raise DensenasError(f"{label}: key 'resolutions': {res} is not {space.resolutions[0]} (node 0) divided "
+                                "by a power of two")
     if max(space.stages) >= len(space.connections_per_stage) + 1:
         raise DensenasError(f"{label}: key 'connections_per_stage' needs an entry for every stage but the last")
     if space.temperature <= 0:
