@@ -17,6 +17,7 @@ import yaml
 
 from densenas.config import Params, load_params
 from densenas.errors import DensenasError
+from densenas.tracking import StageRecord, log_stage
 
 EXIT_USER_ERROR = 2
 
@@ -38,6 +39,15 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 def _params(args: argparse.Namespace) -> Params:
     return load_params(args.params, preset=args.preset, overrides=_parse_overrides(args.set))
+
+
+def _stage_params(args: argparse.Namespace) -> Params:
+    """Params for a stage that logs to MLflow: an unreachable tracking store fails now, not after the work."""
+    from densenas.tracking import check_tracking
+
+    params = _params(args)
+    check_tracking(params)
+    return params
 
 
 def _print_json(data: Any) -> None:
@@ -83,13 +93,15 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     from densenas.data import prepare
 
-    params = _params(args)
+    params = _stage_params(args)
     out = Path(args.out or f"data/prepared/{params.dataset}")
     start = time.perf_counter()
     manifest = prepare(args.source or [params.data.raw_dir], out, params.data)
     counts = ", ".join(f"{name} {split['count']} ({split['num_classes']} classes, {len(split['skipped'])} skipped)"
                        for name, split in manifest["splits"].items())
     print(f"prepare {params.data.source}: {counts}; {time.perf_counter() - start:.1f} s -> {out}", file=sys.stderr)
+    log_stage(params, StageRecord(stage="prepare", manifest_file=out / "manifest.json",
+                                  artifacts=[out / "manifest.json"]))
 
 
 def cmd_random_arch(args: argparse.Namespace) -> None:
@@ -100,7 +112,7 @@ def cmd_random_arch(args: argparse.Namespace) -> None:
     from densenas.net_config import load_net_config
     from densenas.spaces import build_topology, load_space
 
-    params = _params(args)
+    params = _stage_params(args)
     space = load_space(args.space)
     topology = build_topology(space)
     target = count_mult_adds(build_network(load_net_config(args.match)), (1, 3, 224, 224))
@@ -108,6 +120,9 @@ def cmd_random_arch(args: argparse.Namespace) -> None:
     write_json(args.out, to_net_config(arch, space, topology).to_dict())
     print(f"random architecture {list(arch.path)}: {mult_adds / 1e6:.2f} M mult-adds "
           f"(target {target / 1e6:.2f} M ±{args.tolerance:.0%})", file=sys.stderr)
+    log_stage(params, StageRecord(stage="random_arch", space=space.name, model=f"{space.name}-random",
+                                  artifacts=[Path(args.out)],
+                                  extra_params={"mult_adds_m": mult_adds / 1e6, "target_mult_adds_m": target / 1e6}))
 
 
 def _or(value: Any, default: Any) -> Any:
@@ -129,7 +144,7 @@ def cmd_lut(args: argparse.Namespace) -> None:
         print(f"lut {space.name}: {len(doc['entries'])} signatures from {report.used_values} of {report.values} "
               f"official values ({report.surplus_values} surplus, not used) -> {args.out}", file=sys.stderr)
         return
-    params = _params(args)
+    params = _stage_params(args)
     start = time.perf_counter()
     doc = build_lut(
         space, metric=args.metric, input_size=_or(args.input_size, params.data.input_size),
@@ -140,15 +155,16 @@ def cmd_lut(args: argparse.Namespace) -> None:
     write_lut(args.out, doc)
     print(f"lut {space.name}: {len(doc['entries'])} ops, {doc['metric']} in {doc['units']}, on "
           f"{doc['device']['name']}, {time.perf_counter() - start:.1f} s -> {args.out}", file=sys.stderr)
+    log_stage(params, StageRecord(stage="lut", space=space.name, artifacts=[Path(args.out)],
+                                  extra_params={"metric": doc["metric"], "device": doc["device"]["name"]}))
 
 
 def cmd_search(args: argparse.Namespace) -> None:
     from densenas.distributed import init_distributed, shutdown
     from densenas.search.job import make_job
     from densenas.search.loop import WARMUP, run_search
-    from densenas.tracking import StageRecord, log_stage
 
-    params = _params(args)
+    params = _stage_params(args)
     space = args.space or params.search.space
     variant = None if args.warmup else args.variant
     data_dir = Path(args.data or f"data/prepared/{params.dataset}")
@@ -176,53 +192,63 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_derive(args: argparse.Namespace) -> None:
-    from densenas.search.outputs import write_net_config
-    from densenas.search.records import derive_from_arch_params
+    from densenas.search.records import derive_from_arch_params, write_net_config
 
+    params = _stage_params(args)
     config = derive_from_arch_params(Path(args.arch_params), args.epoch)
     out = Path(args.out or Path(args.arch_params).with_name("net_config.json"))
     write_net_config(out, config)
     print(f"derive: path {list(config.node_path or ())}, {len(config.blocks)} blocks -> {out} "
           f"(+ {out.with_suffix('.txt').name})", file=sys.stderr)
+    space = "mbv2" if config.net_type == "mbv2" else "resnet"
+    log_stage(params, StageRecord(stage="derive", space=space, variant=out.parent.name,
+                                  model=f"{space}-{out.parent.name}", artifacts=[out, out.with_suffix(".txt")]))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from densenas import report
 
-    params = _params(args)
+    params = _stage_params(args)
     paths = report.ResultPaths(Path(args.results))
     models = report.table_models(args.space, params)
     out = Path(args.out)
     if args.what == "table":
         report.write_table(report.build_table(args.space, models, paths, params), out)
-        return
-    report.figure_accuracy_vs_latency(args.space, models, paths, params, out / "accuracy_vs_latency.png")
-    variant = params.report.random_search_variant
-    report.figure_beta_evolution(paths.search_dir(args.space, variant) / "arch_params.json",
-                                 out / "beta_evolution.png")
-    report.figure_training_curves(models, paths, out / "training_curves.png")
+        written = [out]
+    else:
+        written = [out / f"{name}.png" for name in ("accuracy_vs_latency", "beta_evolution", "training_curves")]
+        report.figure_accuracy_vs_latency(args.space, models, paths, params, written[0])
+        variant = params.report.random_search_variant
+        report.figure_beta_evolution(paths.search_dir(args.space, variant) / "arch_params.json", written[1])
+        report.figure_training_curves(models, paths, written[2])
+    log_stage(params, StageRecord(stage=f"report_{args.what}", space=args.space, artifacts=written))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from densenas.train.stage import run_name, run_training
+    from densenas.train.stage import run_name, run_training, space_of
 
-    params = _params(args)
+    params = _stage_params(args)
     name = args.name or run_name(args.model)
-    metrics = run_training(args.model, params, name=name, data_dir=Path(args.data or f"data/prepared/{params.dataset}"),
-                           out_dir=Path(args.out or f"results/train/{name}"), device=args.device)
+    data_dir = Path(args.data or f"data/prepared/{params.dataset}")
+    out = Path(args.out or f"results/train/{name}")
+    metrics = run_training(args.model, params, name=name, data_dir=data_dir, out_dir=out, device=args.device)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     best, last = metrics["best"], metrics["last"]
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"train {name}: best val top-1 {best['top1']:.2f} (epoch {best['epoch']}), last {last['top1']:.2f}; "
-              f"{metrics['wall_s']:.1f} s", file=sys.stderr)
+    print(f"train {name}: best val top-1 {best['top1']:.2f} (epoch {best['epoch']}), last {last['top1']:.2f}; "
+          f"{metrics['wall_s']:.1f} s -> {out}", file=sys.stderr)
+    log_stage(params, StageRecord(stage="train", space=space_of(args.model), model=name,
+                                  metrics_file=out / "metrics.json", history_file=out / "history.csv",
+                                  manifest_file=data_dir / "manifest.json"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from densenas.atomic import write_json
     from densenas.data import build_loader
     from densenas.evaluate import evaluate_model
-    from densenas.train.stage import num_classes_of, run_name
+    from densenas.train.stage import num_classes_of, run_name, space_of
 
-    params = _params(args)
+    params = _stage_params(args)
     name = args.name or run_name(args.model)
     data_dir = Path(args.data or f"data/prepared/{params.dataset}")
     val_loader = build_loader(data_dir, "val", params.data, train=False, batch_size=params.train.batch_size,
@@ -239,6 +265,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"evaluate {name}: top-1 {metrics['top1']:.2f} top-5 {metrics['top5']:.2f}, "
           f"{metrics['mult_adds_m_224']:.2f} M mult-adds at 224, latency {latency['mean_ms']:.2f} ms "
           f"({latency['protocol']['device']}, batch {latency['protocol']['batch']}) -> {out}", file=sys.stderr)
+    log_stage(params, StageRecord(stage="evaluate", space=space_of(args.model), model=name, metrics_file=out,
+                                  manifest_file=data_dir / "manifest.json"))
 
 
 def _cuda_available() -> bool:

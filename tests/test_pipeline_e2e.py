@@ -1,0 +1,119 @@
+"""The whole pipeline at the smoke size through Snakemake: tables, MLflow runs, rerun scoping, DVC round trip.
+
+Runs in a clone of the committed repository (so it tests what CI and users get), with the `smoke` preset.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.e2e
+
+STAGE_RUNS = {  # MLflow runs expected per stage for `all` with the default variants and report lists
+    "prepare": 1, "lut": 1, "search": 2 + 5, "derive": 5, "random_arch": 1, "train": 15, "evaluate": 15,
+    "report_table": 2, "report_figures": 1,
+}
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 1800) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout + result.stderr
+
+
+def _set_params(work: Path, **changes: object) -> None:
+    path = work / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clone of the repository with the smoke preset, after `snakemake --cores 2 all`."""
+    root = tmp_path_factory.mktemp("pipeline")
+    work = root / "work"
+    _run(["git", "clone", "-q", str(REPO), str(work)], cwd=root)
+    _set_params(work, preset="smoke")
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "smoke preset"], cwd=work)
+    _run([str(BIN / "dvc"), "remote", "add", "-f", "-d", "local", str(root / "remote")], cwd=work)
+    _run([str(BIN / "snakemake"), "--cores", "2", "all"], cwd=work)
+    return work
+
+
+def test_tables_have_every_paper_row_and_measured_columns(work: Path) -> None:
+    paper = pd.read_csv(REPO / "densenas/resources/paper/paper_tables.csv")
+    table = pd.read_csv(work / "reports/table_mbv2.csv")
+    assert list(table["model"][: len(paper)]) == list(paper["model"])
+    measured = ["top1", "top5", "mult_adds_m_224", "params_m_224", "latency_ms", "dataset", "input_size"]
+    for model in ("DenseNAS-A", "DenseNAS-B", "DenseNAS-C", "1.0-MobileNetV2", "Random Search"):
+        row = table[table["model"] == model].iloc[0]
+        assert row[measured].notna().all(), f"{model}: missing measured columns {row[measured].to_dict()}"
+    c = table[table["model"] == "DenseNAS-C"].iloc[0]
+    assert c["paper_top1"] == 75.3 and abs(c["mult_adds_m_224"] - 360.808) < 1e-3
+    searched = table[table["this_run_model"].fillna("").str.startswith("mbv2-lat_")]
+    assert len(searched) == 3 and searched["search_hours"].notna().all()
+    assert searched["lut_latency_ms"].notna().all()
+    resnet = pd.read_csv(work / "reports/table_resnet.csv")
+    r1 = resnet[resnet["model"] == "DenseNAS-R1"].iloc[0]
+    assert r1["this_run_model"] == "resnet-flops_r1" and pd.notna(r1["top1"])
+    for figure in ("accuracy_vs_latency", "beta_evolution", "training_curves"):
+        assert (work / f"reports/figures/{figure}.png").stat().st_size > 10_000
+    assert len(pd.read_csv(work / "reports/table_latency.csv")) == 3 + 3
+
+
+def test_mlflow_holds_one_run_per_stage_execution(work: Path) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    runs = [run for exp in client.search_experiments() for run in client.search_runs([exp.experiment_id])]
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.data.tags["stage"]] = counts.get(run.data.tags["stage"], 0) + 1
+    for stage, expected in STAGE_RUNS.items():
+        assert counts.get(stage) == expected, f"{stage}: expected {expected} runs, got {counts.get(stage)}"
+    train = next(r for r in runs if r.data.tags["stage"] == "train" and r.data.tags.get("model") == "densenas_c")
+    assert {"best.top1", "last.top1"} <= set(train.data.metrics)
+    assert train.data.tags["params_hash"] and train.data.tags["git_commit"] != "unknown"
+    assert {"stage", "model", "params_hash", "data_manifest_hash"} <= set(train.data.tags)
+
+
+def test_a_report_only_change_reruns_only_the_report(work: Path) -> None:
+    original = (work / "params.yaml").read_text()
+    try:
+        _set_params(work, **{"report.decimals": 4})
+        out = _run([str(BIN / "snakemake"), "-n", "--quiet", "rules", "all"], cwd=work)
+    finally:
+        (work / "params.yaml").write_text(original)
+    planned = {line.split()[0] for line in out.splitlines() if line and line.split()[0].isidentifier()}
+    assert planned & {"train", "search", "evaluate", "prepare", "lut"} == set(), out
+    assert {"table_mbv2", "table_resnet", "figures"} <= planned, out
+
+
+def test_dvc_pull_on_a_fresh_clone_leaves_nothing_to_do(work: Path, tmp_path: Path) -> None:
+    _run([str(BIN / "dvc"), "commit", "-f", "-q"], cwd=work)
+    _run([str(BIN / "dvc"), "push", "-q"], cwd=work)
+    _run(["git", "add", "dvc.lock", ".dvc/config"], cwd=work)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], cwd=work)
+    fresh = tmp_path / "fresh"
+    _run(["git", "clone", "-q", str(work), str(fresh)], cwd=tmp_path)
+    _run([str(BIN / "dvc"), "pull", "-q"], cwd=fresh)
+    _run([str(BIN / "snakemake"), "--touch", "--cores", "1", "reports/table_mbv2.csv"], cwd=fresh)
+    out = _run([str(BIN / "snakemake"), "-n", "reports/table_mbv2.csv"], cwd=fresh)
+    assert "Nothing to be done" in out, out[-3000:]
