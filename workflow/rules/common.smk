@@ -16,7 +16,7 @@ DATASET = P.dataset
 PREPARED = f"data/prepared/{DATASET}"
 # `--config preset=X` on the command line must reach the stages too; a preset set in params.yaml they read themselves.
 PRESET_FLAG = f" --preset {P.preset}" if P.preset != load_params("params.yaml").preset else ""
-CLI = "densenas --params params.yaml" + PRESET_FLAG
+CLI = f"densenas --params params.yaml{PRESET_FLAG}"
 ZOO = set(list_models())
 
 
@@ -71,6 +71,10 @@ def section(name):
 
 
 GPUS = P.workflow.gpus_per_job
+# CPU runs: Snakemake runs several jobs side by side, and torch's intra-op threads then fight over the cores
+# (supernet steps 100x slower measured here); one thread per job uses the cores through job parallelism instead.
+if GPUS == 0:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Heavy stages run under torchrun when a job gets several GPUs (DDP inside the job, Snakemake across jobs).
 DIST_CLI = (
     f"torchrun --standalone --nproc-per-node {GPUS} -m densenas.cli --params params.yaml{PRESET_FLAG}"
