@@ -19,14 +19,7 @@ from densenas.supernet import sample_ops, sampled_op_weights
 PATHS = {"mbv2": 15_456, "resnet": 540_225}   # SPEC §2.2, §2.5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The chain works on tensors of a few dozen entries: intra-op threads only add synchronisation (10-100x
-    slower on a busy machine), so these tests run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_cost_table(space: SearchSpace, topology: Topology, generator: torch.Generator) -> CostTable:

@@ -45,14 +45,7 @@ bn: {momentum: 0.1, eps: 0.001}
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batch-2, 32 px forwards are thousands of tiny ops: intra-op threads only add synchronisation (several times
-    slower on a busy machine), so these tests run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=["mbv2", "resnet"])
