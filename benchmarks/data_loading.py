@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from dataclasses import replace
@@ -24,6 +23,7 @@ from torchvision.io import encode_jpeg
 from densenas.config import load_params
 from densenas.data import build_loader, prepare, set_loader_epoch
 from densenas.data.loaders import IMAGENET_MEAN, IMAGENET_STD
+from densenas.lut.profile import device_info
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = ((375, 500), (500, 375), (333, 500), (375, 500), (400, 500))  # (height, width), ImageNet-like
@@ -50,15 +50,6 @@ def write_fixture(root: Path, images: int, classes: int) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             height, width = SIZES[i % len(SIZES)]
             (folder / f"img_{i:05d}.JPEG").write_bytes(photo_like(i if split == "train" else 10**6 + i, height, width))
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def images_per_second(loader: DataLoader, passes: int, set_epoch: bool) -> float:
@@ -94,7 +85,8 @@ def main() -> None:
             prepare([str(raw)], Path(tmp) / f"prepared_{short_side}", data)
             prepared[label] = (data, Path(tmp) / f"prepared_{short_side}", time.perf_counter() - start)
 
-        print(f"device: {cpu_name()} ({os.cpu_count()} cores), {torch.get_num_threads()} torch thread per process, "
+        cpu = device_info("cpu")["name"]
+        print(f"device: {cpu} ({os.cpu_count()} cores), {torch.get_num_threads()} torch thread per process, "
               f"torch {torch.__version__}, torchvision {torchvision.__version__}")
         mean_kb = np.mean([f.stat().st_size for f in (raw / "train").rglob("*.JPEG")]) / 1e3
         print(f"{args.images} JPEGs ~500x375 q90, mean {mean_kb:.0f} KB; RandomResizedCrop(224) + flip + normalise; "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from densenas.distributed import DistContext
+from densenas.lut.profile import device_info
 from densenas.official_lut import import_official_lut
 from densenas.registry import create_model
 from densenas.search.arch_step import arch_step
@@ -159,7 +159,7 @@ def main() -> None:
     entries["DenseNAS-C train step (baseline)"] = baseline_step(batch, size, args.device, args.amp,
                                                                 args.channels_last)
     seconds = best_seconds(entries, args.device, steps=steps, warmup=1, rounds=args.rounds)
-    device = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
+    device = device_info("cuda" if cuda else "cpu")["name"]
     print(f"# search step benchmark, {dt.date.today()}, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {batch}, {size} px, amp {args.amp}, "
           f"channels_last {args.channels_last}, best of {args.rounds} rounds x {steps} steps")

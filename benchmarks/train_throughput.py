@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from densenas.config import load_params
+from densenas.lut.profile import device_info
 from densenas.registry import create_model
 from densenas.train import make_criterion
 
@@ -71,17 +71,6 @@ def train_step_rate(net: nn.Module, setting: Setting, *, batch: int, input_size:
     return steps * batch / (time.perf_counter() - start)
 
 
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -116,14 +105,15 @@ def main() -> None:
                 best[name, setting.name] = max(rate, best.get((name, setting.name), 0.0))
 
     baseline_model, baseline_setting = args.models[-1], settings(args.device)[0].name
-    print(f"device {device_name(args.device)} ({args.device}, {torch.get_num_threads()} threads), torch "
+    device = device_info(args.device)["name"]
+    print(f"device {device} ({args.device}, {torch.get_num_threads()} threads), torch "
           f"{torch.__version__}, {dt.date.today()}; {input_size} px, batch {batch}, {num_classes} classes, "
           f"best of {args.rounds} rounds of {steps} steps")
     print(f"| model | setting | images/s | ratio to {baseline_model} {baseline_setting} |")
     print("|---|---|---|---|")
     for (name, setting), rate in best.items():
         print(f"| {name} | {setting} | {rate:.1f} | {rate / best[baseline_model, baseline_setting]:.2f} |")
-    record = {"device": device_name(args.device), "device_type": args.device, "threads": torch.get_num_threads(),
+    record = {"device": device, "device_type": args.device, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "date": str(dt.date.today()), "input_size": input_size, "batch": batch,
               "num_classes": num_classes, "images_per_s": {f"{n}/{s}": r for (n, s), r in best.items()}}
     if input_size == 224 and "densenas_c" in args.models:
