@@ -31,6 +31,7 @@ class DataParams:
     class_list: str | None
     search_train_fraction: float
     max_images_per_class: int | None
+    max_search_images_per_class: int | None
     input_size: int
     eval_resize: int
     min_scale: float

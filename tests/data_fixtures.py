@@ -29,8 +29,9 @@ PACK_SHORT_SIDE = 32
 def data_params(**changes: object) -> DataParams:
     """The repository's data params for the tiny ImageNet (3 classes, 2 in the search subset)."""
     base = load_params(REPO / "params.yaml").data
-    fields = {"source": "imagenet", "num_search_classes": 2, "max_images_per_class": None, "input_size": 24,
-              "eval_resize": 28, "pack_short_side": PACK_SHORT_SIDE, "workers": 0, **changes}
+    fields = {"source": "imagenet", "num_search_classes": 2, "max_images_per_class": None,
+              "max_search_images_per_class": None, "input_size": 24, "eval_resize": 28,
+              "pack_short_side": PACK_SHORT_SIDE, "workers": 0, **changes}
     return replace(base, **fields)
 
 

@@ -33,7 +33,7 @@ def check_identical(run: SearchRun, when: str) -> None:
 
 
 def main(prepared: str, lut: str, steps: int) -> None:
-    overrides = {"data": {"max_images_per_class": 8}, "tracking": {"enabled": False},
+    overrides = {"data": {"max_images_per_class": 8, "max_search_images_per_class": 8}, "tracking": {"enabled": False},
                  "search": {"spaces": {"mbv2": {"batch_size": 16, "warmup_epochs": 0}}}}
     params = load_params(REPO / "params.yaml", overrides=overrides)
     ctx = init_distributed("cpu")

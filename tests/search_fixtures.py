@@ -14,6 +14,7 @@ IMAGES_PER_CLASS = 8  # 80 search-train and 80 search-val images: 5 steps of 16 
 
 SMOKE: dict[str, Any] = {
     "data.max_images_per_class": IMAGES_PER_CLASS,
+    "data.max_search_images_per_class": IMAGES_PER_CLASS,
     "tracking.enabled": False,
     "search.spaces.mbv2.epochs": 2,
     "search.spaces.mbv2.warmup_epochs": 1,
@@ -45,7 +46,8 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 def prepare_tiny(folder: Path) -> tuple[Path, Path]:
     """(prepared dataset, LUT JSON of the official MBV2 table) under ``folder``."""
     prepared, lut = folder / "prepared", folder / "lut_mbv2_official.json"
-    run_cli(*set_args({"data.max_images_per_class": IMAGES_PER_CLASS}), "prepare", "--out", str(prepared))
+    run_cli(*set_args({"data.max_images_per_class": IMAGES_PER_CLASS,
+                       "data.max_search_images_per_class": IMAGES_PER_CLASS}), "prepare", "--out", str(prepared))
     run_cli("lut", "--space", "mbv2", "--from-official", "lat_list_densenas_mbv2_xp32", "--out", str(lut))
     return prepared, lut
 

@@ -40,8 +40,9 @@ from densenas.train.trainer import architecture_digest
 WORKERS = max(2, os.cpu_count() or 2)
 CLI_ENV = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 TINY = {  # the tiny ImageNet of data_fixtures, and batches it can fill
-    "data": {"source": "imagenet", "num_search_classes": 2, "max_images_per_class": None, "input_size": 24,
-             "eval_resize": 28, "pack_short_side": 32, "on_corrupt": "skip", "workers": 0},
+    "data": {"source": "imagenet", "num_search_classes": 2, "max_images_per_class": None,
+             "max_search_images_per_class": None, "input_size": 24, "eval_resize": 28, "pack_short_side": 32,
+             "on_corrupt": "skip", "workers": 0},
     "search": {"spaces": {"mbv2": {"batch_size": 2}, "resnet": {"batch_size": 2}}},
     "train": {"batch_size": 4},
     "tracking": {"enabled": False},

@@ -27,7 +27,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert (raw / "train-images-idx3-ubyte.gz").is_file(), \
         f"{raw}: Fashion-MNIST missing; run ./install.sh or 'sudo apt-get install dataset-fashion-mnist'"
     out = tmp_path_factory.mktemp("prepared") / "fashion_mnist"
-    command = [sys.executable, "-m", "densenas.cli", "--set", f"data.max_images_per_class={CAP}", "prepare",
+    command = [sys.executable, "-m", "densenas.cli", "--set", f"data.max_images_per_class={CAP}",
+               "--set", f"data.max_search_images_per_class={CAP}", "prepare",
                "--out", str(out)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -50,7 +51,8 @@ def test_prepared_splits_counts_and_sizes(prepared: Path) -> None:
 
 
 def test_loader_batch_has_the_preset_shape(prepared: Path) -> None:
-    data = load_params(REPO / "params.yaml", overrides={"data": {"max_images_per_class": CAP}}).data
+    data = load_params(REPO / "params.yaml", overrides={"data": {"max_images_per_class": CAP,
+                                                                      "max_search_images_per_class": CAP}}).data
     for split, train in (("search_train", True), ("val", False)):
         images, labels = next(iter(build_loader(prepared, split, data, train=train, batch_size=16, seed=2)))
         assert images.shape == (16, 3, 32, 32) and images.dtype == torch.float32, split

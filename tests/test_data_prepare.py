@@ -138,6 +138,15 @@ def test_cap_takes_the_first_sorted_files(folder: Path, tmp_path: Path) -> None:
     assert _names(tmp_path / "cap", "search_val")[:2] == files[8:10]
 
 
+def test_search_cap_limits_only_the_search_splits(folder: Path, tmp_path: Path) -> None:
+    manifest = prepare([str(folder)], tmp_path / "cap", data_params(on_corrupt="skip", max_images_per_class=3,
+                                                                   max_search_images_per_class=1))
+    assert manifest["splits"]["search_train"]["per_class"] == [1, 1]
+    assert manifest["splits"]["search_val"]["per_class"] == [1, 1]
+    assert manifest["splits"]["train"]["per_class"] == [3, 3, 3]
+    assert manifest["params"]["max_search_images_per_class"] == 1
+
+
 def test_class_list_file_sets_subset_and_label_order(folder: Path, tmp_path: Path) -> None:
     listing = tmp_path / "classes.txt"
     listing.write_text(f"# my subset\n{SORTED[2]}\n\n{SORTED[0]}  # second\n")

@@ -36,7 +36,7 @@ MANIFEST = "manifest.json"
 JPEG_QUALITY = 90  # re-encoding resized JPEGs: decodes ~1.4x faster than 95 (docs/benchmarks.md)
 # Data params that decide the prepared bytes: recorded in the manifest and checked by the loaders.
 PREPARE_KEYS = ("source", "num_search_classes", "class_list", "search_train_fraction", "max_images_per_class",
-                "pack_short_side")
+                "max_search_images_per_class", "pack_short_side")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ def prepare(inputs: list[str], out: Path, data: DataParams) -> dict[str, Any]:
                             f"{data.input_size}; stored images must be at least as large as the training crop")
     raw = read_raw(data.source, inputs)
     search_classes = select_search_classes(raw.classes, data.num_search_classes, data.class_list)
-    plans = plan_splits(raw, search_classes, data.search_train_fraction, data.max_images_per_class)
+    search_cap = data.max_search_images_per_class or data.max_images_per_class
+    plans = plan_splits(raw, search_classes, data.search_train_fraction, data.max_images_per_class, search_cap)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.staging-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -102,15 +103,18 @@ def select_search_classes(classes: tuple[str, ...], num: int, class_list: str | 
 
 
 def plan_splits(raw: RawDataset, search_classes: tuple[str, ...], fraction: float,
-                cap: int | None) -> list[SplitPlan]:
-    """Per class, the first ``fraction`` of the sorted train files -> search_train, the rest -> search_val (B5)."""
+                cap: int | None, search_cap: int | None) -> list[SplitPlan]:
+    """Per class, the first ``fraction`` of the sorted train files -> search_train, the rest -> search_val (B5).
+
+    ``cap`` limits the images per class of train/val, ``search_cap`` those of the two search splits.
+    """
     search_train: list[tuple[Sample, int]] = []
     search_val: list[tuple[Sample, int]] = []
     for label, cls in enumerate(search_classes):
         files = raw.train[cls]
         cut = math.floor(len(files) * fraction + 1e-9)  # the epsilon keeps 0.8 * 10 at 8 despite rounding
-        search_train += [(s, label) for s in files[:cut][:cap]]
-        search_val += [(s, label) for s in files[cut:][:cap]]
+        search_train += [(s, label) for s in files[:cut][:search_cap]]
+        search_val += [(s, label) for s in files[cut:][:search_cap]]
     full = [SplitPlan(split, raw.classes, [(s, label) for label, cls in enumerate(raw.classes)
                                            for s in samples[cls][:cap]])
             for split, samples in (("train", raw.train), ("val", raw.val))]
