@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save({**payload, INTEGRITY: content_digest(payload)}, tmp)
 
 
+class CheckpointMismatch(DensenasError):
+    """A readable, intact checkpoint made for something else: ``key`` is the first identity entry that differs."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def load_checkpoint(path: str | Path, identity: dict[str, Any]) -> dict[str, Any]:
     """Load with ``weights_only=True``; refuse a checkpoint whose identity differs from ``identity``."""
     path = Path(path)
@@ -96,8 +105,23 @@ def load_checkpoint(path: str | Path, identity: dict[str, Any]) -> dict[str, Any
     for key, expected in identity.items():
         got = payload["identity"].get(key)
         if got != expected:
-            raise DensenasError(f"{path}: checkpoint was made for {key}={got!r}, expected {key}={expected!r}")
+            raise CheckpointMismatch(f"{path}: checkpoint was made for {key}={got!r}, expected {key}={expected!r}", key)
     return payload
+
+
+def load_resume_checkpoint(path: Path, identity: dict[str, Any], *, settings_key: str) -> dict[str, Any] | None:
+    """A stage's own checkpoint to resume from, or None to start over: when there is none, or when it was made with
+    other params (only ``settings_key`` differs, the case of a workflow re-running a stage after a params change;
+    it is overwritten at the next save). A checkpoint of another model, space or variant is refused."""
+    if not path.exists():
+        return None
+    try:
+        return load_checkpoint(path, identity)
+    except CheckpointMismatch as exc:
+        if exc.key != settings_key:
+            raise
+        print(f"densenas: {path} was made with other params ({exc.key} differs): starting over", file=sys.stderr)
+        return None
 
 
 def content_digest(payload: Any) -> str:

@@ -17,7 +17,6 @@ from densenas.checkpoint import load_checkpoint, seed_everything
 from densenas.config import TrainParams, load_params
 from densenas.data import build_loader, set_loader_epoch
 from densenas.distributed import DistContext
-from densenas.errors import DensenasError
 from densenas.registry import create_model
 from densenas.train import TrainSetup, cosine_lr, evaluate_accuracy, fit, make_criterion
 from densenas.train.stage import recipe_digest, run_name, run_training, space_of
@@ -147,13 +146,27 @@ def _one_batch(data: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(images, labels)]
 
 
-def test_resume_refuses_a_checkpoint_of_another_recipe(trained: tuple[Path, Path], small_data: Path,
-                                                       tmp_path: Path) -> None:
+def test_a_checkpoint_of_another_recipe_starts_training_over(trained: tuple[Path, Path], small_data: Path,
+                                                             tmp_path: Path) -> None:
+    """A workflow re-runs the stage after a params change with the old checkpoint still there: start over."""
     out, net_config = trained
     (tmp_path / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
-    with pytest.raises(DensenasError, match="recipe="):
-        run_training(str(net_config), quick_params(lr=0.2), name="tiny", data_dir=small_data, out_dir=tmp_path,
-                     device="cpu")
+    params = quick_params(lr=0.2)
+    metrics = run_training(str(net_config), params, name="tiny", data_dir=small_data, out_dir=tmp_path, device="cpu")
+    assert _history(tmp_path)[0]["lr"] == pytest.approx(metrics["lr"]) and metrics["lr"] != _load_json(
+        out / "metrics.json")["lr"], "the history must be the new recipe's, from epoch 1"
+    assert load_checkpoint(tmp_path / "checkpoint.pt", {"recipe": recipe_digest(params)})["state"]["epoch"] == 3
+
+
+def test_best_pt_is_restored_from_the_checkpoint(trained: tuple[Path, Path], small_data: Path,
+                                                 tmp_path: Path) -> None:
+    """Snakemake deletes a killed job's declared outputs (best.pt) but not checkpoint.pt: the rerun rewrites it."""
+    out, net_config = trained
+    (tmp_path / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes())
+    run_training(str(net_config), quick_params(), name="tiny", data_dir=small_data, out_dir=tmp_path, device="cpu")
+    restored, original = (load_checkpoint(folder / "best.pt", {"kind": "train"}) for folder in (tmp_path, out))
+    assert restored["epoch"] == original["epoch"]
+    assert all(torch.equal(restored["model"][k], v) for k, v in original["model"].items())
 
 
 def test_recipe_digest_ignores_runtime_data_keys() -> None:

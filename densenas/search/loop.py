@@ -22,7 +22,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from densenas.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from densenas.checkpoint import (
+    load_checkpoint,
+    load_resume_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from densenas.config import DataParams, QuirkParams, SpaceSearchParams, VariantParams
 from densenas.cost_table import CostTable
 from densenas.data import build_loader, set_loader_epoch
@@ -142,8 +149,9 @@ class SearchRun:
     def restore(self) -> str:
         """Continue from this run's own checkpoint, else from the shared warm-up checkpoint; say which."""
         own = self.job.out_dir / "checkpoint.pt"
-        if own.is_file():
-            self._load(load_checkpoint(own, self.job.identity))
+        payload = load_resume_checkpoint(own, self.job.identity, settings_key="digest")
+        if payload is not None:
+            self._load(payload)
             return f"resumed from {own} (epoch {self.progress.epoch}, {self.progress.phase} phase)"
         if self.job.warmup_from is not None:
             payload = load_checkpoint(self.job.warmup_from, self.job.warmup_identity)

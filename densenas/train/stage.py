@@ -17,7 +17,8 @@ from densenas.registry import create_model, get_entry, list_models
 from densenas.train.trainer import TrainSetup, fit
 
 RECIPE_SECTIONS = ("seed", "dataset", "data", "train")  # what shapes a training run; a resume must match them
-RUNTIME_DATA_KEYS = ("raw_dir", "workers", "pin_memory")  # ...except these, which do not change the results
+# ...except these, which do not change the retraining results (the search cap shapes only the search splits)
+RUNTIME_DATA_KEYS = ("raw_dir", "workers", "pin_memory", "max_search_images_per_class")
 SPACE_OF_NET_TYPE = {"mbv2": "mbv2", "res": "resnet"}
 
 

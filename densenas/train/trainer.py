@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from densenas.atomic import write_json, write_text
-from densenas.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from densenas.checkpoint import load_resume_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from densenas.complexity import count_params
 from densenas.config import TrainParams
 from densenas.distributed import DistContext, barrier, broadcast_object
@@ -104,8 +104,10 @@ def fit(net: nn.Module, train_loader: Batches, val_loader: Batches, setup: Train
     criterion = make_criterion(recipe)
     identity = checkpoint_identity(setup, net)
     ckpt_path = setup.out_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        state = _resume(ckpt_path, identity, net, optimizer, ctx)
+    payload = load_resume_checkpoint(ckpt_path, identity, settings_key="recipe")
+    best: dict[str, Any] | None = None  # the best.pt record, also kept in checkpoint.pt
+    if payload is not None:
+        state, best = _resume(ckpt_path, payload, net, optimizer, ctx)
     else:
         state = TrainState()
         seed_everything(setup.seed + ctx.rank)  # ranks draw differently; DDP makes the weights equal
@@ -134,12 +136,15 @@ def fit(net: nn.Module, train_loader: Batches, val_loader: Batches, setup: Train
         state.epoch, state.wall_s = epoch + 1, state.wall_s + elapsed
         state.history.append({"epoch": epoch + 1, "lr": first_lr, "train_loss": train_loss, "train_top1": train_top1,
                               "val_top1": val.top1, "val_top5": val.top5, "time": elapsed})
-        _end_epoch(setup, identity, net, optimizer, state, val, ctx)
+        best = _end_epoch(setup, identity, net, optimizer, state, val, best, ctx)
         if ctx.is_main:
             progress.write(f"epoch {epoch + 1}/{recipe.epochs}: train loss {train_loss:.4f} top-1 {train_top1:.2f}, "
                            f"val top-1 {val.top1:.2f} top-5 {val.top5:.2f} ({elapsed:.1f} s)")
     progress.close()
     metrics = _metrics(state, setup, net, steps_per_epoch, ctx)
+    best_path = setup.out_dir / "best.pt"
+    if ctx.is_main and best is not None and not best_path.exists():  # removed while resuming (Snakemake does)
+        save_checkpoint(best_path, best)
     if ctx.is_main:  # history again: a kill right after the last checkpoint may have missed its last row
         write_text(setup.out_dir / "history.csv", _history_csv(state.history))
         write_json(setup.out_dir / "metrics.json", metrics)
@@ -192,22 +197,25 @@ def _validate(net: nn.Module, loader: Batches, recipe: TrainParams, ctx: DistCon
 
 
 def _end_epoch(setup: TrainSetup, identity: dict[str, Any], net: nn.Module, optimizer: torch.optim.Optimizer,
-               state: TrainState, val: Accuracy, ctx: DistContext) -> None:
-    """best.pt when val top-1 improved (the first of equal maxima stays, Q11), then checkpoint.pt and history.csv.
-    A kill between the writes only repeats this epoch on resume, which rewrites the same files."""
+               state: TrainState, val: Accuracy, best: dict[str, Any] | None,
+               ctx: DistContext) -> dict[str, Any] | None:
+    """best.pt when val top-1 improved (the first of equal maxima stays, Q11), then checkpoint.pt (which carries
+    the best record too) and history.csv. A kill between the writes only repeats this epoch on resume, which
+    rewrites the same files. Returns the best record."""
     if val.top1 > state.best_top1:
         state.best_top1, state.best_top5, state.best_epoch = val.top1, val.top5, state.epoch
+        best = {"identity": identity, "model": {k: v.detach().clone() for k, v in net.state_dict().items()},
+                "epoch": state.epoch, "top1": val.top1, "top5": val.top5}
         if ctx.is_main:
-            save_checkpoint(setup.out_dir / "best.pt", {"identity": identity, "model": net.state_dict(),
-                                                        "epoch": state.epoch, "top1": val.top1, "top5": val.top5})
-    _save(setup.out_dir / "checkpoint.pt", identity, net, optimizer, state, ctx)
+            save_checkpoint(setup.out_dir / "best.pt", best)
+    _save(setup.out_dir / "checkpoint.pt", identity, net, optimizer, state, best, ctx)
     if ctx.is_main:
         write_text(setup.out_dir / "history.csv", _history_csv(state.history))
+    return best
 
 
-def _resume(path: Path, identity: dict[str, Any], net: nn.Module, optimizer: torch.optim.Optimizer,
-            ctx: DistContext) -> TrainState:
-    payload = load_checkpoint(path, identity)
+def _resume(path: Path, payload: dict[str, Any], net: nn.Module, optimizer: torch.optim.Optimizer,
+            ctx: DistContext) -> tuple[TrainState, dict[str, Any] | None]:
     net.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     states = payload["rng"]
@@ -215,11 +223,11 @@ def _resume(path: Path, identity: dict[str, Any], net: nn.Module, optimizer: tor
     state = TrainState(**payload["state"])
     if ctx.is_main:
         print(f"densenas: resuming {path} after epoch {state.epoch} (step {state.step})", file=sys.stderr)
-    return state
+    return state, payload["best"]
 
 
 def _save(path: Path, identity: dict[str, Any], net: nn.Module, optimizer: torch.optim.Optimizer,
-          state: TrainState, ctx: DistContext) -> None:
+          state: TrainState, best: dict[str, Any] | None, ctx: DistContext) -> None:
     """Every rank's RNG state goes into the one file, so each rank resumes its own random stream; the replicas'
     parameter digests are compared, so a DDP divergence stops the run instead of going unnoticed."""
     mine = {"rng": rng_state(), "digest": parameters_digest(net)}
@@ -233,7 +241,7 @@ def _save(path: Path, identity: dict[str, Any], net: nn.Module, optimizer: torch
     if ctx.is_main:
         save_checkpoint(path, {"identity": identity, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                                "rng": [rank["rng"] for rank in ranks], "replica_digests": digests,
-                               "state": asdict(state)})
+                               "state": asdict(state), "best": best})
     barrier(ctx)
 
 

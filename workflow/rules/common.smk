@@ -71,10 +71,11 @@ def section(name):
 
 
 GPUS = P.workflow.gpus_per_job
-# CPU runs: Snakemake runs several jobs side by side, and torch's intra-op threads then fight over the cores
-# (supernet steps 100x slower measured here); one thread per job uses the cores through job parallelism instead.
-if GPUS == 0:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Snakemake exports OMP_NUM_THREADS={threads} to every job. On CPU, `--cores` above the real core count (e.g.
+# `--cores 8` on a laptop) runs more jobs than cores, and multi-threaded OpenMP then spin-waits: a supernet step
+# took 29 s instead of 1.5 s with four 2-thread jobs on 2 cores. One thread per job uses the cores through job
+# parallelism instead. GPU jobs keep a second thread for the host side.
+JOB_THREADS = 1 if GPUS == 0 else 2
 # Heavy stages run under torchrun when a job gets several GPUs (DDP inside the job, Snakemake across jobs).
 DIST_CLI = (
     f"torchrun --standalone --nproc-per-node {GPUS} -m densenas.cli --params params.yaml{PRESET_FLAG}"

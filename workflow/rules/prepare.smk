@@ -9,7 +9,7 @@ rule prepare:
         "logs/prepare.log",
     benchmark:
         "benchmarks/results/prepare.tsv"
-    threads: 2
+    threads: max(1, P.data.workers)
     resources:
         mem_mb=8000,
         runtime=240,

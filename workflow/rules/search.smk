@@ -1,17 +1,25 @@
+# The resume state (checkpoint.pt) of the search and train rules is not a declared output: Snakemake deletes the
+# outputs of a job before it runs it again, so a killed job would restart from zero (snakemake/snakemake#2407).
+# The stages refuse a checkpoint of another model/space/variant and start over when only the params changed.
+# `priority: 10`: the search chain is the critical path of a table run, so it starts first when cores are short.
+
+
 rule search_warmup:
-    """Weights-only warm-up (uniform single-op sampling), shared by every variant of a space."""
+    """Weights-only warm-up (uniform single-op sampling), shared by every variant of a space; its checkpoint.pt
+    (next to metrics.json) is where every variant starts."""
     input:
         PREPARED,
     output:
-        checkpoint="results/search/{space}/warmup/checkpoint.pt",
+        metrics="results/search/{space}/warmup/metrics.json",
     params:
         cli=DIST_CLI,
         search=lambda w: P.raw["search"]["spaces"][w.space],
+    priority: 10
     log:
         "logs/search/{space}/warmup.log",
     benchmark:
         "benchmarks/results/search/{space}/warmup.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         gpu=GPUS,
         mem_mb=16000,
@@ -26,7 +34,7 @@ rule search:
     """Architecture search of one variant (λ, τ, objective) from the shared warm-up checkpoint."""
     input:
         data=PREPARED,
-        warmup="results/search/{space}/warmup/checkpoint.pt",
+        warmup="results/search/{space}/warmup/metrics.json",
         lut=search_lut,
     output:
         arch_params="results/search/{space}/{variant}/arch_params.json",
@@ -36,7 +44,6 @@ rule search:
             category="Search",
         ),
         metrics="results/search/{space}/{variant}/metrics.json",
-        checkpoint="results/search/{space}/{variant}/checkpoint.pt",
     params:
         cli=DIST_CLI,
         search=lambda w: P.raw["search"]["spaces"][w.space],
@@ -44,11 +51,12 @@ rule search:
         lut_flag=lut_flag,
     wildcard_constraints:
         variant=VARIANT,
+    priority: 10
     log:
         "logs/search/{space}/{variant}.log",
     benchmark:
         "benchmarks/results/search/{space}/{variant}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         gpu=GPUS,
         mem_mb=16000,
@@ -56,7 +64,8 @@ rule search:
     conda:
         ENV
     shell:
-        "{params.cli} search --space {wildcards.space} --variant {wildcards.variant} --warmup-from {input.warmup}"
+        "{params.cli} search --space {wildcards.space} --variant {wildcards.variant}"
+        " --warmup-from results/search/{wildcards.space}/warmup/checkpoint.pt"
         " {params.lut_flag} --out results/search/{wildcards.space}/{wildcards.variant} > {log} 2>&1"
 
 
@@ -70,6 +79,7 @@ rule derive:
         variant=VARIANT,
     params:
         cli=CLI,
+    priority: 10
     log:
         "logs/derive/{space}/{variant}.log",
     conda:
@@ -88,6 +98,7 @@ rule random_arch:
         cli=CLI,
         tolerance=P.report.random_search_tolerance,
         seed=P.seed,
+    priority: 10
     log:
         "logs/derive/{space}/random.log",
     conda:

@@ -5,7 +5,6 @@ rule train:
         net_config=model_net_config,
     output:
         best="results/train/{model}/best.pt",
-        checkpoint="results/train/{model}/checkpoint.pt",
         history=report(
             "results/train/{model}/history.csv",
             caption="../report/train_history.rst",
@@ -20,7 +19,7 @@ rule train:
         "logs/train/{model}.log",
     benchmark:
         "benchmarks/results/train/{model}.tsv"
-    threads: 2
+    threads: JOB_THREADS
     resources:
         gpu=GPUS,
         mem_mb=16000,
