@@ -6,6 +6,7 @@ epoch (quirk Q11). Runs under torchrun with DDP; only rank 0 writes files.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -204,7 +205,7 @@ def _end_epoch(setup: TrainSetup, identity: dict[str, Any], net: nn.Module, opti
     rewrites the same files. Returns the best record."""
     if val.top1 > state.best_top1:
         state.best_top1, state.best_top5, state.best_epoch = val.top1, val.top5, state.epoch
-        best = {"identity": identity, "model": {k: v.detach().clone() for k, v in net.state_dict().items()},
+        best = {"identity": identity, "model": copy.deepcopy(net.state_dict()),  # keeps the modules' versions
                 "epoch": state.epoch, "top1": val.top1, "top5": val.top5}
         if ctx.is_main:
             save_checkpoint(setup.out_dir / "best.pt", best)
