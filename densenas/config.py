@@ -110,6 +110,7 @@ class TrainParams:
     momentum: float
     weight_decay: float
     label_smoothing: float
+    bn_momentum: float | None
     amp: bool
     channels_last: bool
     compile: bool

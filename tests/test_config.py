@@ -46,6 +46,7 @@ PAPER_VALUES = {
     "train.momentum": 0.9,
     "train.weight_decay": 4e-5,
     "train.label_smoothing": 0.1,
+    "train.bn_momentum": 0.1,
     "seed": 2,
 }
 for _space in ("mbv2", "resnet"):

@@ -19,7 +19,7 @@ from densenas.data import build_loader, set_loader_epoch
 from densenas.distributed import DistContext
 from densenas.registry import create_model
 from densenas.train import TrainSetup, cosine_lr, evaluate_accuracy, fit, make_criterion
-from densenas.train.stage import recipe_digest, run_name, run_training, space_of
+from densenas.train.stage import recipe_digest, run_name, run_training, set_bn_momentum, space_of
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -115,7 +115,8 @@ def test_label_smoothing_is_in_the_training_loss(small_data: Path, tmp_path: Pat
 
 def test_criterion_is_the_proxylessnas_form() -> None:
     recipe = TrainParams(epochs=1, batch_size=1, lr=0.1, reference_batch=1, scale_lr=False, min_lr=0.0, momentum=0.9,
-                         weight_decay=0.0, label_smoothing=0.1, amp=False, channels_last=False, compile=False)
+                         weight_decay=0.0, label_smoothing=0.1, bn_momentum=None, amp=False, channels_last=False,
+                         compile=False)
     logits, labels = torch.tensor([[2.0, -1.0, 0.5, 0.0]]), torch.tensor([2])
     target = torch.full((1, 4), 0.1 / 4)
     target[0, 2] += 0.9
@@ -219,3 +220,12 @@ def test_space_of_a_net_config_file(tmp_path: Path) -> None:
 
 def _load_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def test_recipe_bn_momentum_reaches_every_bn_of_a_baseline() -> None:
+    """torchvision's MnasNet ships BN momentum 0.0003; the recipe's 0.1 replaces it (params train.bn_momentum)."""
+    net = create_model("mnasnet1_0", num_classes=10)
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and {m.momentum for m in norms} == {1 - 0.9997}
+    set_bn_momentum(net, quick_params().train.bn_momentum)
+    assert {m.momentum for m in norms} == {0.1}

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from densenas.checkpoint import seed_everything
 from densenas.config import Params, params_digest
 from densenas.data import build_loader, read_manifest
@@ -52,6 +54,13 @@ def num_classes_of(prepared_dir: Path) -> int:
     return int(read_manifest(prepared_dir)["splits"]["train"]["num_classes"])
 
 
+def set_bn_momentum(net: nn.Module, momentum: float) -> None:
+    """One BN momentum for every network the recipe retrains, whatever its definition ships."""
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
+
+
 def run_training(model_source: str, params: Params, *, name: str, data_dir: Path, out_dir: Path,
                  device: str = "auto") -> dict[str, Any]:
     """Train ``model_source`` with ``params.train`` on ``data_dir``'s train split, validating on its val split."""
@@ -60,6 +69,8 @@ def run_training(model_source: str, params: Params, *, name: str, data_dir: Path
         num_classes = num_classes_of(data_dir)
         seed_everything(params.seed)  # identical initial weights for every rank and every run
         net = create_model(model_source, num_classes=num_classes)
+        if params.train.bn_momentum is not None:
+            set_bn_momentum(net, params.train.bn_momentum)
         batch = per_rank_batch(params.train.batch_size, ctx)
         train_loader = build_loader(data_dir, "train", params.data, train=True, batch_size=batch, seed=params.seed,
                                     distributed=ctx)
