@@ -225,6 +225,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from densenas.registry import list_models
     from densenas.train.stage import run_name, run_training, space_of
 
     params = _stage_params(args)
@@ -237,9 +238,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     best, last = metrics["best"], metrics["last"]
     print(f"train {name}: best val top-1 {best['top1']:.2f} (epoch {best['epoch']}), last {last['top1']:.2f}; "
           f"{metrics['wall_s']:.1f} s -> {out}", file=sys.stderr)
+    network = None
+    if params.tracking.enabled and args.model not in list_models():  # a searched (derived) or random-search net
+        from densenas.evaluate import load_trained
+
+        network, _ = load_trained(args.model, out / "best.pt", metrics["num_classes"])
     log_stage(params, StageRecord(stage="train", space=space_of(args.model), model=name,
                                   metrics_file=out / "metrics.json", history_file=out / "history.csv",
-                                  manifest_file=data_dir / "manifest.json"))
+                                  manifest_file=data_dir / "manifest.json", network=network,
+                                  network_input_size=params.data.input_size))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -39,6 +39,8 @@ class StageRecord:
     artifacts: list[Path] = field(default_factory=list)
     manifest_file: Path | None = None
     extra_params: dict[str, Any] = field(default_factory=dict)
+    network: Any = None               # a trained torch module to log as an MLflow model (the derived nets)
+    network_input_size: int = 224     # side of its example input (the model signature)
 
 
 def tracking_uri(params: Params) -> str:
@@ -107,7 +109,23 @@ def _log_run(mlflow: Any, params: Params, record: StageRecord) -> str:
         for artifact in record.artifacts:
             if artifact.is_file():
                 mlflow.log_artifact(str(artifact))
+        if record.network is not None:
+            _log_network(mlflow, record.network, record.network_input_size)
         return run.info.run_id
+
+
+def _log_network(mlflow: Any, network: Any, input_size: int) -> None:
+    """The network as an MLflow model of the run, for `mlflow.pytorch.load_model("runs:/<id>/model")`. MLflow's
+    pytorch flavour pickles it (its pt2 format fixes the batch size); densenas never loads one itself."""
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    import torchvision
+
+    example = np.zeros((1, 3, input_size, input_size), dtype=np.float32)
+    requirements = [f"torch=={torch.__version__}", f"torchvision=={torchvision.__version__}"]
+    mlflow.pytorch.log_model(network.eval(), name="model", serialization_format="pickle", input_example=example,
+                             pip_requirements=requirements)
 
 
 def _log_history(mlflow: Any, history: Path) -> None:

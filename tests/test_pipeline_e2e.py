@@ -14,8 +14,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from densenas.registry import list_models
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+ZOO = set(list_models())
 pytestmark = pytest.mark.e2e
 
 STAGE_RUNS = {  # MLflow runs expected per stage for `all` with the default variants and report lists
@@ -92,6 +95,11 @@ def test_mlflow_holds_one_run_per_stage_execution(work: Path) -> None:
     assert {"best.top1", "last.top1"} <= set(train.data.metrics)
     assert train.data.tags["params_hash"] and train.data.tags["git_commit"] != "unknown"
     assert {"stage", "model", "params_hash", "data_manifest_hash"} <= set(train.data.tags)
+    derived = {r.info.run_id: r.data.tags["model"] for r in runs
+               if r.data.tags["stage"] == "train" and r.data.tags["model"] not in ZOO}
+    models = [m for exp in client.search_experiments() for m in client.search_logged_models([exp.experiment_id])]
+    logged = sorted(derived[m.source_run_id] for m in models if m.source_run_id in derived)
+    assert logged == sorted(derived.values()) and len(logged) == 5 + 1, "derived nets logged as MLflow models"
 
 
 def test_a_report_only_change_reruns_only_the_report(work: Path) -> None:

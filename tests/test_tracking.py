@@ -110,3 +110,22 @@ def test_preflight_checks_the_store_folder_and_the_environment(tmp_path: Path,
     monkeypatch.setenv("MLFLOW_TRACKING_URI", UNREACHABLE)
     with pytest.raises(DensenasError, match=UNREACHABLE):
         check_tracking(_params(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+
+
+def test_a_network_is_logged_as_an_mlflow_model(tmp_path: Path) -> None:
+    """The train stage logs derived nets this way; MLflow's pytorch flavour gives back the same function."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    from densenas.registry import create_model
+
+    net = create_model("densenas_a", num_classes=10).eval()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_stage(_params(uri), StageRecord(stage="train", space="mbv2", model="mbv2-x", network=net,
+                                                 network_input_size=32))
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/model").eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), net(images))

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from densenas.checkpoint import load_checkpoint
+from densenas.config import deep_merge, load_params
 from densenas.lut.lut_file import read_lut
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,12 +36,11 @@ WARMUP = "results/search/mbv2/warmup"
 SEARCH = "results/search/mbv2/flops_c"
 TRAIN = "results/train/mbv2-flops_c"
 TARGETS = [LUT, f"{TRAIN}/metrics.json"]
-PARAMS = {  # on top of the smoke preset: checkpoints inside the short passes, two retraining epochs
-    "preset": "smoke",
-    "search.checkpoint_every_steps": 2,
-    "search.spaces.mbv2.variants": {"flops_c": {"objective": "flops", "lambda": 0.2, "tau": 300.0}},
-    "report.random_search_variant": "flops_c",
-    "train.epochs": 2,
+PRESET = {  # merged over the smoke preset: checkpoints inside the short passes, two retraining epochs
+    "search": {"checkpoint_every_steps": 2,
+               "spaces": {"mbv2": {"variants": {"flops_c": {"objective": "flops", "lambda": 0.2, "tau": 300.0}}}}},
+    "report": {"random_search_variant": "flops_c"},
+    "train": {"epochs": 2},
 }
 TIMING_KEYS = {"time", "seconds", "epoch_seconds", "wall_s", "search_hours", "started", "finished"}
 
@@ -54,14 +54,11 @@ def _env() -> dict[str, str]:
 def _clone(root: Path) -> Path:
     work = root / "work"
     subprocess.run(["git", "clone", "-q", str(REPO), str(work)], check=True)
-    raw = yaml.safe_load((work / "params.yaml").read_text())
-    for dotted, value in PARAMS.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    smoke = yaml.safe_load((REPO / "densenas/presets/smoke.yaml").read_text())
+    (root / "kill.yaml").write_text(yaml.safe_dump(deep_merge(smoke, PRESET)))
+    params = (work / "params.yaml").read_text()
+    (work / "params.yaml").write_text(params.replace("\npreset: null", f"\npreset: {root / 'kill.yaml'}", 1))
+    assert load_params(work / "params.yaml").train.epochs == 2
     return work
 
 
