@@ -94,6 +94,7 @@ def measured_columns(model: str, paths: ResultPaths, params: Params) -> dict[str
         "latency_batch": _get(ev, "latency.protocol.batch"),
         "latency_device": _get(ev, "latency.protocol.device_name"),
         "lut_latency_ms": _get(ev, "lut_latency.latency_ms"),
+        "lut_input_size": _get(ev, "lut_latency.input_size"),  # the LUT's own input: 32 px in the embedded run
         "dataset": _get(ev, "dataset"),
         "input_size": _get(ev, "input_size"),
         "train_epochs": _get(tr, "epochs"),

@@ -72,7 +72,7 @@ def test_tables_have_every_paper_row_and_measured_columns(work: Path) -> None:
     assert c["paper_top1"] == 75.3 and abs(c["mult_adds_m_224"] - 360.808) < 1e-3
     searched = table[table["this_run_model"].fillna("").str.startswith("mbv2-lat_")]
     assert len(searched) == 3 and searched["search_hours"].notna().all()
-    assert searched["lut_latency_ms"].notna().all()
+    assert searched["lut_latency_ms"].notna().all() and (searched["lut_input_size"] == 32).all()
     resnet = pd.read_csv(work / "reports/table_resnet.csv")
     r1 = resnet[resnet["model"] == "DenseNAS-R1"].iloc[0]
     assert r1["this_run_model"] == "resnet-flops_r1" and pd.notna(r1["top1"])

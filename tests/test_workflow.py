@@ -82,3 +82,21 @@ def test_dvc_keeps_every_resume_checkpoint() -> None:
         outs = [out for stage in repo.index.stages for out in stage.outs]
     checkpoints = [out for out in outs if out.fs_path.endswith("checkpoint.pt")]
     assert len(checkpoints) >= 20 and all(out.persist for out in checkpoints)
+
+
+@pytest.mark.parametrize("space", ["mbv2", "resnet"])
+def test_dvc_table_depends_on_exactly_the_files_it_reads(space: str) -> None:
+    """A table stage that depended on all of results/eval would make `dvc repro table_mbv2` run the ResNet search."""
+    from dvc.repo import Repo
+
+    from densenas.config import load_params
+    from densenas.report import table_models
+
+    params = load_params(REPO / "params.yaml")
+    models = table_models(space, params)
+    expected = {f"results/{stage}/{m}/metrics.json" for stage in ("eval", "train") for m in models}
+    expected |= {f"results/search/{space}/{v}/metrics.json" for v in params.search.spaces[space].variants}
+    with Repo(str(REPO)) as repo:
+        stage = next(s for s in repo.index.stages if s.name == f"table_{space}")
+        deps = {str(Path(dep.fs_path).relative_to(REPO)) for dep in stage.deps}
+    assert deps == expected | {"densenas/report.py", "params.yaml"}  # params.yaml: the `params: [report]` entry

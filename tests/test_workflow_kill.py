@@ -42,7 +42,7 @@ PRESET = {  # merged over the smoke preset: checkpoints inside the short passes,
     "report": {"random_search_variant": "flops_c"},
     "train": {"epochs": 2},
 }
-TIMING_KEYS = {"time", "seconds", "epoch_seconds", "wall_s", "search_hours", "started", "finished"}
+TIMING_SUFFIXES = ("time", "seconds", "_s", "_hours")  # wall-clock fields: time, epoch_seconds, wall_s, search_hours
 
 
 def _env() -> dict[str, str]:
@@ -51,13 +51,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _clone(root: Path) -> Path:
+def _clone(root: Path, preset: Path) -> Path:
     work = root / "work"
     subprocess.run(["git", "clone", "-q", str(REPO), str(work)], check=True)
-    smoke = yaml.safe_load((REPO / "densenas/presets/smoke.yaml").read_text())
-    (root / "kill.yaml").write_text(yaml.safe_dump(deep_merge(smoke, PRESET)))
     params = (work / "params.yaml").read_text()
-    (work / "params.yaml").write_text(params.replace("\npreset: null", f"\npreset: {root / 'kill.yaml'}", 1))
+    (work / "params.yaml").write_text(params.replace("\npreset: null", f"\npreset: {preset}", 1))
     assert load_params(work / "params.yaml").train.epochs == 2
     return work
 
@@ -130,7 +128,7 @@ def _assert_nothing_half_written(work: Path, when: str) -> None:
 
 def _without_timing(value: object) -> object:
     if isinstance(value, dict):
-        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
+        return {k: _without_timing(v) for k, v in value.items() if not k.endswith(TIMING_SUFFIXES)}
     if isinstance(value, list):
         return [_without_timing(v) for v in value]
     return value
@@ -157,8 +155,10 @@ def _outputs(work: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
     """(uninterrupted clone, killed-and-resumed clone, the kill points that hit a running stage)."""
-    reference = _clone(tmp_path_factory.mktemp("reference"))
-    killed = _clone(tmp_path_factory.mktemp("killed"))
+    preset = tmp_path_factory.mktemp("preset") / "kill.yaml"  # one path: it is part of the params digest
+    smoke = yaml.safe_load((REPO / "densenas/presets/smoke.yaml").read_text())
+    preset.write_text(yaml.safe_dump(deep_merge(smoke, PRESET)))
+    reference, killed = (_clone(tmp_path_factory.mktemp(name), preset) for name in ("reference", "killed"))
     uninterrupted = _snakemake(reference)  # side by side with the killed run: one core each
     pending = {name: point(killed) for name, point in KILL_POINTS.items()}
     hits = []
