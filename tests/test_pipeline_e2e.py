@@ -102,6 +102,13 @@ def test_mlflow_holds_one_run_per_stage_execution(work: Path) -> None:
     assert logged == sorted(derived.values()) and len(logged) == 5 + 1, "derived nets logged as MLflow models"
 
 
+def test_html_report_assembles_tables_figures_and_histories(work: Path) -> None:
+    _run([str(BIN / "snakemake"), "--report", "reports/report.html", "all"], cwd=work)
+    html = (work / "reports/report.html").read_text()
+    for name in ("table_mbv2.csv", "table_resnet.csv", "accuracy_vs_latency.png", "history.csv"):
+        assert name in html, f"{name} missing from the HTML report"
+
+
 def test_a_report_only_change_reruns_only_the_report(work: Path) -> None:
     original = (work / "params.yaml").read_text()
     try:
