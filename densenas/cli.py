@@ -250,12 +250,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
     from densenas.atomic import write_json
     from densenas.data import build_loader
     from densenas.evaluate import evaluate_model
     from densenas.train.stage import num_classes_of, run_name, space_of
 
     params = _stage_params(args)
+    torch.set_num_threads(params.lut.threads)  # the LUT's threads, so measured and predicted latency compare
     name = args.name or run_name(args.model)
     data_dir = Path(args.data or f"data/prepared/{params.dataset}")
     val_loader = build_loader(data_dir, "val", params.data, train=False, batch_size=params.train.batch_size,

@@ -76,6 +76,10 @@ GPUS = P.workflow.gpus_per_job
 # took 29 s instead of 1.5 s with four 2-thread jobs on 2 cores. One thread per job uses the cores through job
 # parallelism instead. GPU jobs keep a second thread for the host side.
 JOB_THREADS = 1 if GPUS == 0 else 2
+# End-to-end CPU latency is measured with every core Snakemake has reserved, so no other job disturbs the timing
+# (in a table run beside nine other jobs, DenseNAS-A measured 39.9 ms one time and 10.3 ms another). The stages
+# time with lut.threads torch threads whatever the reservation.
+LATENCY_THREADS = workflow.cores if P.evaluate.latency_device == "cpu" else P.lut.threads
 # Heavy stages run under torchrun when a job gets several GPUs (DDP inside the job, Snakemake across jobs).
 DIST_CLI = (
     f"torchrun --standalone --nproc-per-node {GPUS} -m densenas.cli --params params.yaml{PRESET_FLAG}"

@@ -13,7 +13,7 @@ rule evaluate:
         lut_flag=lambda w, input: f"--lut {input.lut}" if input.lut else "",
     log:
         "logs/evaluate/{model}.log",
-    threads: P.lut.threads  # latency measured with the LUT's threads: prediction and measurement compare
+    threads: LATENCY_THREADS
     resources:
         gpu=1 if P.evaluate.latency_device == "cuda" else 0,
         mem_mb=8000,

@@ -65,7 +65,7 @@ rule table_latency:
         archs=P.report.latency_table_archs,
     log:
         "logs/report/table_latency.log",
-    threads: P.lut.threads
+    threads: LATENCY_THREADS
     conda:
         ENV
     shell:
