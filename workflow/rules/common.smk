@@ -4,6 +4,8 @@ import os
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from densenas.config import load_params
 from densenas.registry import list_models
 from densenas.report import table_models
@@ -79,7 +81,11 @@ JOB_THREADS = 1 if GPUS == 0 else 2
 # End-to-end CPU latency is measured with every core Snakemake has reserved, so no other job disturbs the timing
 # (in a table run beside nine other jobs, DenseNAS-A measured 39.9 ms one time and 10.3 ms another). The stages
 # time with lut.threads torch threads whatever the reservation.
-LATENCY_THREADS = workflow.cores if P.evaluate.latency_device == "cpu" else P.lut.threads
+try:
+    CORES = workflow.cores
+except WorkflowError:  # --report, --unlock, --lint: modes that run no job and get no core count
+    CORES = 1
+LATENCY_THREADS = CORES if P.evaluate.latency_device == "cpu" else P.lut.threads
 # Heavy stages run under torchrun when a job gets several GPUs (DDP inside the job, Snakemake across jobs).
 DIST_CLI = (
     f"torchrun --standalone --nproc-per-node {GPUS} -m densenas.cli --params params.yaml{PRESET_FLAG}"
