@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def workflow_env() -> dict[str, str]:
+    """Environment for snakemake/dvc runs in a clone: this venv's tools first on PATH (the rules call `densenas`),
+    and no outside MLflow URI, so each clone logs to its own sqlite store."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
 
 
 @pytest.fixture

@@ -5,19 +5,16 @@ Runs in a clone of the committed repository (so it tests what CI and users get),
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import BIN, REPO, workflow_env
 
 from densenas.registry import list_models
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 ZOO = set(list_models())
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +25,7 @@ STAGE_RUNS = {  # MLflow runs expected per stage for `all` with the default vari
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 1800) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=workflow_env())
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout + result.stderr
 

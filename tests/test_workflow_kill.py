@@ -15,20 +15,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import BIN, REPO, workflow_env
 
 from densenas.checkpoint import load_checkpoint
 from densenas.config import deep_merge, load_params
 from densenas.lut.lut_file import read_lut
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
 
 LUT = "results/luts/mbv2/cpu-b1-r32-float32.json"
@@ -45,12 +43,6 @@ PRESET = {  # merged over the smoke preset: checkpoints inside the short passes,
 TIMING_SUFFIXES = ("time", "seconds", "_s", "_hours")  # wall-clock fields: time, epoch_seconds, wall_s, search_hours
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
 def _clone(root: Path, preset: Path) -> Path:
     work = root / "work"
     subprocess.run(["git", "clone", "-q", str(REPO), str(work)], check=True)
@@ -63,7 +55,7 @@ def _clone(root: Path, preset: Path) -> Path:
 def _snakemake(work: Path, *args: str) -> subprocess.Popen:
     """Snakemake in its own session, so one killpg reaches it and every job it started."""
     log = (work / "snakemake.out").open("a")
-    return subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", *args, *TARGETS], cwd=work, env=_env(),
+    return subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", *args, *TARGETS], cwd=work, env=workflow_env(),
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -167,7 +159,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str
         del pending[name]
         hits.append(name)
         _assert_nothing_half_written(killed, f"after the kill during {name}")
-        subprocess.run([str(BIN / "snakemake"), "--unlock", *TARGETS], cwd=killed, env=_env(), check=True,
+        subprocess.run([str(BIN / "snakemake"), "--unlock", *TARGETS], cwd=killed, env=workflow_env(), check=True,
                        capture_output=True)
     _finish(_snakemake(killed, "--rerun-incomplete"), killed)
     _finish(uninterrupted, reference)
