@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from densenas.depthwise import DepthwiseConv2d
 from densenas.errors import DensenasError
 from densenas.spaces.space import BNSpec
 
@@ -64,7 +65,7 @@ class MBConv(nn.Module):
         if expansion > 1:
             layers += [nn.Conv2d(c_in, hidden, 1, bias=False), batch_norm(hidden, bn, affine), nn.ReLU6(inplace=True)]
         layers += [
-            nn.Conv2d(hidden, hidden, kernel, stride, (kernel - 1) // 2, groups=hidden, bias=False),
+            DepthwiseConv2d(hidden, kernel, stride),
             batch_norm(hidden, bn, affine),
             nn.ReLU6(inplace=True),
             nn.Conv2d(hidden, c_out, 1, bias=False),
