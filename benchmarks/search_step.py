@@ -77,10 +77,14 @@ def supernet_steps(batch: int, input_size: int, device: str, amp: bool,
         arch_step(model, arch, images, labels, model.sample_ops("prob", 2, generator), table, lambda_=0.15,
                   tau=15.0, ctx=ctx, amp=amp)
 
-    def weight_only() -> None:
+    def weight_only(update_unsampled: bool = True) -> None:
         freeze(False)
         weight_step(model, weights, images, labels, model.sample_ops("uniform", 1, generator), lr=1e-3, ctx=ctx,
-                    amp=amp)
+                    amp=amp, update_unsampled=update_unsampled)
+        if update_unsampled:  # the faithful step needs every gradient present (zeros), as the search sets it up
+            for param in model.weight_parameters():
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
 
     everything = model.sample_ops("all")
 
@@ -90,6 +94,7 @@ def supernet_steps(batch: int, input_size: int, device: str, amp: bool,
             model(images, everything)
 
     return {SEARCH_STEP: arch_then_weight, "arch step": arch_only, "weight step": weight_only,
+            "weight step, sampled ops only (update_unsampled false)": lambda: weight_only(update_unsampled=False),
             "supernet validation (all ops)": validation}
 
 

@@ -65,6 +65,7 @@ class WeightOptimParams:
     min_lr: float
     momentum: float
     weight_decay: float
+    update_unsampled: bool   # momentum and decay also move the ops a step did not sample (official behaviour)
 
 
 @dataclass(frozen=True)

@@ -55,11 +55,14 @@ def test_smoke_search_writes_every_output_in_time(reference: tuple[Path, float])
     rows = _history(out / "history.csv")
     assert [(r["epoch"], r["stage"]) for r in rows] == [("0", "warmup"), ("1", "search")]
     assert rows[0]["arch_loss"] == "" and rows[1]["arch_loss"] != "", "architecture steps only after warm-up"
-    assert rows[0]["val_top1"] == "" and rows[1]["val_top1"] != "", "supernet validation from val_start_epoch 1"
+    assert rows[0]["val_top1"] != "" and rows[1]["val_top1"] != "", "validation after warm-up and from epoch 1"
     arch_params = json.loads((out / "arch_params.json").read_text())
     assert [e["epoch"] for e in arch_params["epochs"]] == [-1, 0, 1]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["derived"]["path"] == arch_params["epochs"][-1]["path"]
+    assert metrics["warmup_supernet_val_top1"] == pytest.approx(float(rows[0]["val_top1"]))
+    assert metrics["supernet_val_top1"] == pytest.approx(float(rows[1]["val_top1"]))
+    assert [b["epoch"] for b in metrics["best_supernet_val"]] == [1], "best-val epochs are search epochs only"
     assert metrics["derived"]["lut_latency_ms"] > 0 and metrics["expected_cost"] > 0
     assert metrics["search_hours"] > 0 and metrics["device"].startswith("1 x cpu")
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True, map_location="cpu")

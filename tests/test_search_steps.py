@@ -132,3 +132,27 @@ def test_weight_step_moves_weights_only_at_the_given_lr(supernet: Supernet) -> N
         "a weight step must not change α or β"
     changed = sum(not torch.equal(a, b) for a, b in zip(weights, supernet.weight_parameters(), strict=True))
     assert changed > 0
+
+
+@pytest.mark.parametrize("update_unsampled", [True, False])
+def test_unsampled_ops_move_only_when_update_unsampled(update_unsampled: bool) -> None:
+    """Faithful (True): decay and momentum move every op; False: the ops a step did not run keep their weights."""
+    torch.manual_seed(0)
+    model = Supernet(slim_mbv2(), num_classes=10)
+    _freeze(model, arch=False)
+    for param in model.parameters():  # as the search sets up the faithful run
+        param.grad = torch.zeros_like(param)
+    optimizer = torch.optim.SGD(model.weight_parameters(), lr=0.05, momentum=0.9, weight_decay=4e-5)
+    generator = torch.Generator().manual_seed(3)
+    images, labels = _batch(2)
+    weight_step(model, optimizer, images, labels, model.sample_ops("uniform", 1, generator), lr=0.05, ctx=SINGLE,
+                update_unsampled=update_unsampled)
+    sampled = model.sample_ops("uniform", 1, generator)
+    head = model.blocks[0].heads[0]
+    unused = next(o for o in range(len(head.candidates))
+                  if o not in sampled.heads[0][0] and list(head.candidates[o].parameters()))
+    before = [p.detach().clone() for p in head.candidates[unused].parameters()]
+    weight_step(model, optimizer, images, labels, sampled, lr=0.05, ctx=SINGLE, update_unsampled=update_unsampled)
+    after = list(head.candidates[unused].parameters())
+    moved = any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert moved == update_unsampled

@@ -112,8 +112,9 @@ class SearchRun:
             [{"params": self.model.alpha_parameters(), "lr": settings.arch.alpha_lr},
              {"params": self.model.beta_parameters(), "lr": settings.arch.beta_lr}],
             betas=tuple(settings.arch.betas), weight_decay=settings.arch.weight_decay)
-        for param in self.model.parameters():  # zero, never None: every weight sees decay and momentum each step
-            param.grad = torch.zeros_like(param)
+        if settings.weight.update_unsampled:  # zero, never None: every weight sees decay and momentum each step
+            for param in self.model.parameters():
+                param.grad = torch.zeros_like(param)
         self.trainer = self._wrap_ddp()
         self.cost_table = None if job.cost_table is None else _table_on(job.cost_table, ctx.device)
         self.generator = torch.Generator().manual_seed(job.seed)
@@ -215,7 +216,9 @@ class SearchRun:
             if self.progress.phase == "weight":
                 self._pass("weight", self.train_loader, self.run_weight_step)
                 self.progress.phase = "end"
-            val = self._validate() if epoch >= job.settings.val_start_epoch else None
+            # Also validated after the last warm-up epoch: how well the shared supernet learnt before the search.
+            last_warmup = epoch == job.settings.warmup_epochs - 1
+            val = self._validate() if epoch >= job.settings.val_start_epoch or last_warmup else None
             self.progress.epoch_seconds += time.perf_counter() - started
             if self.ctx.is_main:
                 self.outputs.end_epoch(epoch, "search" if searching else "warmup", self.progress, val,
@@ -281,7 +284,7 @@ class SearchRun:
         self.progress.weight_steps += 1  # advanced before the step: the first weight step uses t = 1 (Q19)
         lr = weight_lr(self.progress.weight_steps, self.total_steps, settings.weight.lr, settings.weight.min_lr)
         return weight_step(self.trainer, self.weight_optimizer, images, labels, sampled, lr=lr, ctx=self.ctx,
-                           amp=self.job.amp)
+                           amp=self.job.amp, update_unsampled=settings.weight.update_unsampled)
 
     def _train(self, *, arch: bool) -> None:
         """Training mode, with only the group being optimised requiring gradients (``set_param_grad_state``)."""

@@ -95,8 +95,10 @@ class SearchOutputs:
 
     def _metrics(self, last: dict[str, Any], total_steps: int) -> dict[str, Any]:
         job, rows = self.job, self.history
-        validated = [r for r in rows if r.get("val_top1") is not None]
-        best = sorted(validated, key=lambda r: -r["val_top1"])[:2]
+        validated = [r for r in rows if r.get("val_top1") is not None]  # warm-up: its last epoch only
+        warmup_val = [r for r in validated if r["stage"] == "warmup"]
+        search_val = [r for r in validated if r["stage"] == "search"]
+        best = sorted(search_val, key=lambda r: -r["val_top1"])[:2]
         hours = sum(r["epoch_seconds"] for r in rows) / 3600
         warmup_hours = sum(r["epoch_seconds"] for r in rows if r["stage"] == "warmup") / 3600
         unit = job.cost_table.unit if job.cost_table is not None else None
@@ -110,8 +112,10 @@ class SearchOutputs:
             "cost_unit": unit,
             "epochs": len(rows),
             "expected_cost": _finite(last["expected_cost"]),
-            "supernet_val_top1": validated[-1]["val_top1"] if validated else None,
-            "supernet_val_top5": validated[-1]["val_top5"] if validated else None,
+            "warmup_supernet_val_top1": warmup_val[-1]["val_top1"] if warmup_val else None,
+            "warmup_supernet_val_top5": warmup_val[-1]["val_top5"] if warmup_val else None,
+            "supernet_val_top1": search_val[-1]["val_top1"] if search_val else None,
+            "supernet_val_top5": search_val[-1]["val_top5"] if search_val else None,
             "best_supernet_val": [{"epoch": r["epoch"], "val_top1": r["val_top1"],
                                    "path": snapshot_by_epoch[r["epoch"]]["path"]} for r in best],
             "derived": {

@@ -31,17 +31,19 @@ def weight_step(
     lr: float,
     ctx: DistContext,
     amp: bool = False,
+    update_unsampled: bool = True,
 ) -> StepResult:
     """One SGD step at ``lr``; ``model`` is the DDP-wrapped supernet under torchrun (it averages the gradients).
 
-    Gradients are zeroed, not dropped, so momentum and weight decay keep acting on ops that were not sampled, as
-    under the PyTorch versions the official code ran on.
+    ``update_unsampled`` (faithful): gradients are zeroed, not dropped, so momentum and weight decay keep acting
+    on ops that were not sampled, as under the PyTorch versions the official code ran on. False drops them, so
+    SGD skips every op that did not run (docs/deviations.md): the step then costs what the sampled path costs.
     """
     set_lr(optimizer, lr)
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
         logits, _ = model(images, sampled)
     ce = F.cross_entropy(logits.float(), labels)
-    optimizer.zero_grad(set_to_none=False)
+    optimizer.zero_grad(set_to_none=not update_unsampled)
     ce.backward()
     optimizer.step()
     return reduce_stats(ce, ce, logits, labels, None, ctx)
