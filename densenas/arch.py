@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from densenas.complexity import count_mult_adds
@@ -82,12 +83,25 @@ def sample_arch_near(
 ) -> tuple[PathArch, int]:
     """The paper's Random Search baseline: the first random architecture whose mult-adds (at ``input_size``,
     1000 classes) lie within ``tolerance`` of ``target_mult_adds``."""
+    def mult_adds(arch: PathArch) -> float:
+        return count_mult_adds(build_network(to_net_config(arch, space, topology)), (1, 3, input_size, input_size))
+
+    arch, value = sample_arch_matching(space, topology, mult_adds, target_mult_adds, tolerance=tolerance,
+                                       seed=seed, max_tries=max_tries, unit="M mult-adds", scale=1e-6)
+    return arch, int(value)
+
+
+def sample_arch_matching(
+    space: SearchSpace, topology: Topology, cost: Callable[[PathArch], float], target: float, *,
+    tolerance: float, seed: int, max_tries: int = 20_000, unit: str = "", scale: float = 1.0,
+) -> tuple[PathArch, float]:
+    """The first random architecture (seeded) whose ``cost`` lies within ``tolerance`` of ``target``: the Random
+    Search rule with any cost, e.g. mult-adds or the chained LUT latency."""
     rng = random.Random(seed)
     for _ in range(max_tries):
         arch = sample_arch(space, topology, rng)
-        network = build_network(to_net_config(arch, space, topology))
-        mult_adds = count_mult_adds(network, (1, 3, input_size, input_size))
-        if abs(mult_adds - target_mult_adds) <= tolerance * target_mult_adds:
-            return arch, mult_adds
-    raise DensenasError(f"no random architecture within ±{tolerance:.0%} of {target_mult_adds / 1e6:.1f} M "
-                        f"mult-adds after {max_tries} samples")
+        value = cost(arch)
+        if abs(value - target) <= tolerance * target:
+            return arch, value
+    raise DensenasError(f"no random architecture within ±{tolerance:.0%} of {target * scale:.4g} {unit} "
+                        f"after {max_tries} samples")
