@@ -1,6 +1,7 @@
 """torchrun/DDP plumbing shared by search and training: process group from the environment, rank-0 duties.
 
-Gloo on CPU, NCCL on GPU. Without torchrun's environment everything runs as a single process (rank 0 of 1).
+Gloo on CPU, NCCL on GPU. Without torchrun's environment everything runs as a single process (rank 0 of 1); under
+torchrun the process joins a group even when it is alone, so one GPU runs the same DDP path as eight.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    launched: bool = False   # in a torchrun process group (even of world size 1)
 
     @property
     def is_main(self) -> bool:
@@ -26,7 +28,7 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
 
 def init_distributed(device: str = "auto") -> DistContext:
@@ -34,13 +36,14 @@ def init_distributed(device: str = "auto") -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    launched = world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ   # torchrun sets it, even for one process
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     chosen = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(chosen)
-    if world_size > 1 and not dist.is_initialized():
+    if launched and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen, launched=launched)
 
 
 def barrier(ctx: DistContext) -> None:
