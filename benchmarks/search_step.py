@@ -18,25 +18,25 @@ import argparse
 import datetime as dt
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 
 from densenas.distributed import DistContext
 from densenas.lut.profile import device_info
 from densenas.official_lut import import_official_lut
 from densenas.registry import create_model
 from densenas.search.arch_step import arch_step
-from densenas.search.weight_step import weight_step
+from densenas.search.weight_step import validate_supernet, weight_step
 from densenas.spaces import load_space
 from densenas.supernet import Supernet
+from densenas.train import train_step
 
 PAPER_EPOCHS, PAPER_WARMUP, PAPER_VAL_START = 150, 50, 120
 SEARCH_TRAIN_IMAGES, SEARCH_VAL_IMAGES = 102_400, 25_600  # 80/20 of ~1,280 images x 100 classes (SPEC §6.1)
 PAPER_GPU_HOURS = 64
 NUM_CLASSES = 100
 SEARCH_STEP = "search step (arch + weight)"
+BASELINE = "DenseNAS-C train step (baseline)"
 
 
 def supernet_steps(batch: int, input_size: int, device: str, amp: bool,
@@ -88,10 +88,8 @@ def supernet_steps(batch: int, input_size: int, device: str, amp: bool,
 
     everything = model.sample_ops("all")
 
-    @torch.no_grad()
     def validation() -> None:
-        with torch.autocast(device, dtype=torch.bfloat16) if amp else nullcontext():
-            model(images, everything)
+        validate_supernet(model, [(images, labels)], everything, ctx=ctx, amp=amp)
 
     return {SEARCH_STEP: arch_then_weight, "arch step": arch_only, "weight step": weight_only,
             "weight step, sampled ops only (update_unsampled false)": lambda: weight_only(update_unsampled=False),
@@ -100,7 +98,7 @@ def supernet_steps(batch: int, input_size: int, device: str, amp: bool,
 
 def baseline_step(batch: int, input_size: int, device: str, amp: bool,
                   channels_last: bool) -> Callable[[], None]:
-    """Forward + CE + backward + SGD of DenseNAS-C (the published C, 100 classes)."""
+    """Forward + CE + backward + SGD of DenseNAS-C (the published C, 100 classes): the retraining loop's step."""
     torch.manual_seed(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = create_model("densenas_c", num_classes=NUM_CLASSES).to(device).to(memory_format=memory_format).train()
@@ -108,12 +106,10 @@ def baseline_step(batch: int, input_size: int, device: str, amp: bool,
     images = torch.randn(batch, 3, input_size, input_size, device=device).to(memory_format=memory_format)
     labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
 
+    criterion = torch.nn.CrossEntropyLoss()
+
     def step() -> None:
-        with torch.autocast(device, dtype=torch.bfloat16) if amp else nullcontext():
-            loss = F.cross_entropy(net(images).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(net, optimizer, criterion, images, labels, amp=amp)
 
     return step
 
@@ -135,6 +131,14 @@ def best_seconds(entries: dict[str, Callable[[], None]], device: str, *, steps: 
             sync()
             best[name] = min(best[name], (time.perf_counter() - start) / steps)
     return best
+
+
+def step_seconds(device: str, *, batch: int, input_size: int, amp: bool, channels_last: bool, steps: int,
+                 rounds: int, warmup: int = 1) -> dict[str, float]:
+    """Seconds per step of every supernet step kind and of the DenseNAS-C baseline (``BASELINE``)."""
+    entries = supernet_steps(batch, input_size, device, amp, channels_last)
+    entries[BASELINE] = baseline_step(batch, input_size, device, amp, channels_last)
+    return best_seconds(entries, device, steps=steps, warmup=warmup, rounds=rounds)
 
 
 def project_paper_search(seconds: dict[str, float], batch: int) -> float:
@@ -160,15 +164,13 @@ def main() -> None:
     batch = args.batch or (88 if cuda else 16)
     size = args.input_size or (224 if cuda else 32)
     steps = args.steps or (10 if cuda else 3)
-    entries = supernet_steps(batch, size, args.device, args.amp, args.channels_last)
-    entries["DenseNAS-C train step (baseline)"] = baseline_step(batch, size, args.device, args.amp,
-                                                                args.channels_last)
-    seconds = best_seconds(entries, args.device, steps=steps, warmup=1, rounds=args.rounds)
+    seconds = step_seconds(args.device, batch=batch, input_size=size, amp=args.amp,
+                           channels_last=args.channels_last, steps=steps, rounds=args.rounds)
     device = device_info("cuda" if cuda else "cpu")["name"]
     print(f"# search step benchmark, {dt.date.today()}, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {batch}, {size} px, amp {args.amp}, "
           f"channels_last {args.channels_last}, best of {args.rounds} rounds x {steps} steps")
-    baseline = seconds["DenseNAS-C train step (baseline)"]
+    baseline = seconds[BASELINE]
     print("| step | ms/step | images/s | time ratio to a DenseNAS-C step |\n|---|---|---|---|")
     for name, value in seconds.items():
         images = 2 * batch if name == SEARCH_STEP else batch  # a search step takes a val and a train batch

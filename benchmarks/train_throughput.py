@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from torch import nn
 from densenas.config import load_params
 from densenas.lut.profile import device_info
 from densenas.registry import create_model
-from densenas.train import make_criterion
+from densenas.train import make_criterion, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_EPOCHS = 240
@@ -40,14 +39,17 @@ class Setting:
     channels_last: bool
 
 
+FP32 = Setting("fp32", amp=False, channels_last=False)
+BF16_CHANNELS_LAST = Setting("bf16 + channels_last", amp=True, channels_last=True)
+
+
 def settings(device: str) -> list[Setting]:
-    fp32 = Setting("fp32", amp=False, channels_last=False)
-    return [fp32, Setting("bf16 + channels_last", amp=True, channels_last=True)] if device == "cuda" else [fp32]
+    return [FP32, BF16_CHANNELS_LAST] if device == "cuda" else [FP32]
 
 
 def train_step_rate(net: nn.Module, setting: Setting, *, batch: int, input_size: int, num_classes: int,
                     device: str, steps: int, warmup: int) -> float:
-    """Images/s over ``steps`` training steps after ``warmup`` untimed ones, the trainer's loss and optimiser."""
+    """Images/s over ``steps`` training steps after ``warmup`` untimed ones: the trainer's step, loss and optimiser."""
     recipe = load_params(REPO / "params.yaml").train
     criterion = make_criterion(recipe)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=recipe.momentum,
@@ -56,19 +58,34 @@ def train_step_rate(net: nn.Module, setting: Setting, *, batch: int, input_size:
     net.to(memory_format=memory_format).train()
     images = torch.randn(batch, 3, input_size, input_size, device=device).to(memory_format=memory_format)
     labels = torch.randint(0, num_classes, (batch,), device=device)
-    autocast = torch.autocast(device, dtype=torch.bfloat16) if setting.amp else nullcontext()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for index in range(warmup + steps):
         if index == warmup:
             sync()
             start = time.perf_counter()
-        with autocast:
-            loss = criterion(net(images).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(net, optimizer, criterion, images, labels, amp=setting.amp)
     sync()
     return steps * batch / (time.perf_counter() - start)
+
+
+def best_rates(models: list[str], chosen: list[Setting], *, batch: int, input_size: int, num_classes: int,
+               device: str, steps: int, warmup: int, rounds: int) -> dict[tuple[str, str], float]:
+    """Best images/s of every (model, setting) over ``rounds`` round-robin rounds."""
+    torch.manual_seed(0)
+    nets = {name: create_model(name, num_classes=num_classes).to(device) for name in models}
+    best: dict[tuple[str, str], float] = {}
+    for _ in range(rounds):
+        for setting in chosen:
+            for name, net in nets.items():
+                rate = train_step_rate(net, setting, batch=batch, input_size=input_size, num_classes=num_classes,
+                                       device=device, steps=steps, warmup=warmup)
+                best[name, setting.name] = max(rate, best.get((name, setting.name), 0.0))
+    return best
+
+
+def paper_retraining_hours(images_per_s: float) -> float:
+    """Device-hours of 240 epochs of ImageNet-1k at ``images_per_s`` (compute only, data loading excluded)."""
+    return PAPER_EPOCHS * IMAGENET_TRAIN_IMAGES / images_per_s / 3600
 
 
 def main() -> None:
@@ -94,15 +111,8 @@ def main() -> None:
     if cuda:
         torch.backends.cudnn.benchmark = True
 
-    torch.manual_seed(0)
-    nets = {name: create_model(name, num_classes=num_classes).to(args.device) for name in args.models}
-    best: dict[tuple[str, str], float] = {}
-    for _ in range(args.rounds):
-        for setting in settings(args.device):
-            for name, net in nets.items():
-                rate = train_step_rate(net, setting, batch=batch, input_size=input_size, num_classes=num_classes,
-                                       device=args.device, steps=steps, warmup=args.warmup)
-                best[name, setting.name] = max(rate, best.get((name, setting.name), 0.0))
+    best = best_rates(args.models, settings(args.device), batch=batch, input_size=input_size,
+                      num_classes=num_classes, device=args.device, steps=steps, warmup=args.warmup, rounds=args.rounds)
 
     baseline_model, baseline_setting = args.models[-1], settings(args.device)[0].name
     device = device_info(args.device)["name"]
@@ -117,8 +127,7 @@ def main() -> None:
               "torch": torch.__version__, "date": str(dt.date.today()), "input_size": input_size, "batch": batch,
               "num_classes": num_classes, "images_per_s": {f"{n}/{s}": r for (n, s), r in best.items()}}
     if input_size == 224 and "densenas_c" in args.models:
-        images = PAPER_EPOCHS * IMAGENET_TRAIN_IMAGES
-        hours = {s.name: images / best["densenas_c", s.name] / 3600 for s in settings(args.device)}
+        hours = {s.name: paper_retraining_hours(best["densenas_c", s.name]) for s in settings(args.device)}
         record["paper_retraining_device_hours"] = hours
         for setting, value in hours.items():
             print(f"projection: DenseNAS-C, {PAPER_EPOCHS} epochs x {IMAGENET_TRAIN_IMAGES:,} images at this rate "

@@ -153,13 +153,26 @@ def fit(net: nn.Module, train_loader: Batches, val_loader: Batches, setup: Train
     return metrics
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, images: torch.Tensor,
+               labels: torch.Tensor, *, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step (bf16 autocast when ``amp``; the loss in fp32); returns (loss, logits). The images must already
+    be on the device in the recipe's memory format. Public so the benchmarks time this very step."""
+    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    with autocast:
+        logits = model(images)
+        loss = criterion(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
+
+
 def _train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                  state: TrainState, total_steps: int, recipe: TrainParams, ctx: DistContext, progress: tqdm,
                  epoch: int) -> tuple[float, float]:
     """One pass over ``loader``; returns the mean loss and top-1 (%) over every rank's images."""
     model.train()
     device = ctx.device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if recipe.amp else nullcontext()
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, images
     start = time.perf_counter()
@@ -167,12 +180,7 @@ def _train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optim
         set_lr(optimizer, cosine_lr(state.step, total_steps, recipe.effective_lr, recipe.min_lr))  # Q19: t from 0
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         labels = labels.to(device, non_blocking=True)
-        with autocast:
-            logits = model(images)
-            loss = criterion(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, logits = train_step(model, optimizer, criterion, images, labels, amp=recipe.amp)
         state.step += 1
         with torch.no_grad():
             totals += torch.stack([loss.detach().double() * labels.numel(),
