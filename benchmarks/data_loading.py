@@ -52,14 +52,21 @@ def write_fixture(root: Path, images: int, classes: int) -> None:
             (folder / f"img_{i:05d}.JPEG").write_bytes(photo_like(i if split == "train" else 10**6 + i, height, width))
 
 
-def images_per_second(loader: DataLoader, passes: int, set_epoch: bool) -> float:
-    """Best full pass of ``passes`` (best, not mean: the machine is shared with other jobs)."""
+def images_per_second(loader: DataLoader, passes: int, set_epoch: bool, device: str | None = None) -> float:
+    """Best full pass of ``passes`` (best, not mean: the machine is shared with other jobs). With ``device``, every
+    batch is also copied there as the search and training loops do (non-blocking: from pinned memory, if pinned)."""
     best = 0.0
     for epoch in range(passes):
         if set_epoch:
             set_loader_epoch(loader, epoch)
         start = time.perf_counter()
-        count = sum(len(labels) for _, labels in loader)
+        count = 0
+        for images, labels in loader:
+            if device is not None:
+                images.to(device, non_blocking=True)
+            count += len(labels)
+        if device is not None and device.startswith("cuda"):
+            torch.cuda.synchronize()
         best = max(best, count / (time.perf_counter() - start))
     return best
 
