@@ -330,9 +330,10 @@ def part_lut(ctx: PartContext) -> None:
 
     s, path = ctx.sizes, ctx.work / "lut_mbv2.json"
     start = time.perf_counter()
-    code = cli(["--preset", "paper", "--set", "tracking.enabled=false", "--set", f"lut.warmup={s.lut_warmup}",
-                "--set", f"lut.repeats={s.lut_repeats}", "lut", "--space", "mbv2", "--device", ctx.device,
-                "--batch", str(s.lut_batch), "--input-size", str(s.lut_input), "--out", str(path)])
+    code = cli(["--params", str(REPO / "params.yaml"), "--preset", "paper", "--set", "tracking.enabled=false",
+                "--set", f"lut.warmup={s.lut_warmup}", "--set", f"lut.repeats={s.lut_repeats}", "lut", "--space",
+                "mbv2", "--device", ctx.device, "--batch", str(s.lut_batch), "--input-size", str(s.lut_input),
+                "--out", str(path)])
     if code:
         raise RuntimeError(f"densenas lut exited with {code}")
     doc = read_lut(path)
@@ -425,6 +426,7 @@ def part_train_throughput(ctx: PartContext) -> None:
     from train_throughput import BF16_CHANNELS_LAST, FP32, best_rates, paper_retraining_hours
 
     s = ctx.sizes
+    torch.backends.cudnn.benchmark = ctx.device == "cuda"  # as the trainer sets it
 
     def measure(name: str, amp: bool) -> None:
         setting = BF16_CHANNELS_LAST if amp else FP32

@@ -115,15 +115,20 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
     torch.set_num_threads(threads)
     # Round-robin rounds, so that a burst of load from other jobs hits every network a little, not a few a lot.
     measured: dict[str, list[LatencyStats]] = {name: [] for name in chosen}
-    round_seconds = 0.0
-    for index in tqdm(range(rounds), desc="rounds", unit="round", file=sys.stderr):
-        if index and deadline is not None and time.monotonic() + round_seconds > deadline:
-            break
-        round_start = time.monotonic()
-        for name in tqdm(chosen, desc="networks", unit="net", file=sys.stderr, leave=False):
-            network = build_network(configs[name]).to(device)
-            measured[name].append(measure_latency(network, shape, device=device, warmup=warmup, repeats=repeats))
-        round_seconds = time.monotonic() - round_start
+    round_seconds, previous_benchmark = 0.0, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # on CUDA, as the LUT profiler and `densenas evaluate` time
+    try:
+        for index in tqdm(range(rounds), desc="rounds", unit="round", file=sys.stderr):
+            if index and deadline is not None and time.monotonic() + round_seconds > deadline:
+                break
+            round_start = time.monotonic()
+            for name in tqdm(chosen, desc="networks", unit="net", file=sys.stderr, leave=False):
+                network = build_network(configs[name]).to(device)
+                measured[name].append(measure_latency(network, shape, device=device, warmup=warmup,
+                                                      repeats=repeats))
+            round_seconds = time.monotonic() - round_start
+    finally:
+        torch.backends.cudnn.benchmark = previous_benchmark
     frame = pd.DataFrame([
         {"arch": name, "node_path": "-".join(map(str, arch.path)),
          "mult_adds_m": count_mult_adds(build_network(configs[name]), (1, *shape[1:])) / 1e6,
