@@ -34,9 +34,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE_BUDGET_S = {"full": 480.0, "quick": 110.0}
-RESERVE_S = 3.0          # kept back at the end for writing the outputs
+KILL_GRACE_S = 3.0       # between SIGTERM and SIGKILL of a part that overran, and again for reaping it
+RESERVE_S = 2 * KILL_GRACE_S + 2.0   # a killed part's grace periods plus writing the outputs stay within budget
 MIN_PART_S = 5.0         # a part is not started with less than this
-KILL_GRACE_S = 3.0       # between SIGTERM and SIGKILL of a part that overran
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,8 @@ def kill_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-def start_part(name: str, args: argparse.Namespace, record: Path, log: Path, limit_s: float) -> int:
+def start_part(name: str, args: argparse.Namespace, record: Path, log: Path,
+               limit_s: float) -> subprocess.Popen[bytes] | int:
     """The part's process, leader of its own process group. ``--launch fork`` (CPU default) forks this process,
     which has imported torch and the parts' modules, saving seconds per part; ``exec`` (CUDA default) starts a
     fresh interpreter, so no CUDA state can be inherited whatever an import did. DDP parts always go via torchrun."""
@@ -110,7 +111,7 @@ def start_part(name: str, args: argparse.Namespace, record: Path, log: Path, lim
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         with log.open("w") as out:
             return subprocess.Popen(part_command(name, args, record, limit_s), cwd=REPO, stdout=out,
-                                    stderr=subprocess.STDOUT, env=env, start_new_session=True).pid
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -129,11 +130,17 @@ def start_part(name: str, args: argparse.Namespace, record: Path, log: Path, lim
         os._exit(code)
 
 
-def wait_exit_code(pid: int, timeout_s: float) -> int | None:
-    """The exit code of ``pid`` once it ends, or None if it is still running after ``timeout_s``."""
+def wait_exit_code(process: subprocess.Popen[bytes] | int, timeout_s: float) -> int | None:
+    """The exit code of the part's process (a Popen, or a forked pid) once it ends, or None if it is still running
+    after ``timeout_s``."""
+    if isinstance(process, subprocess.Popen):
+        try:
+            return process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
     end = time.monotonic() + timeout_s
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(process, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status)
         if time.monotonic() >= end:
@@ -148,24 +155,26 @@ def run_part(name: str, args: argparse.Namespace, limit_s: float) -> dict[str, A
     record, log = parts_dir / f"{name}.json", parts_dir / f"{name}.log"
     record.unlink(missing_ok=True)
     start = time.monotonic()
-    pid = start_part(name, args, record, log, limit_s)
-    code = wait_exit_code(pid, limit_s)
+    process = start_part(name, args, record, log, limit_s)
+    pid = process.pid if isinstance(process, subprocess.Popen) else process
+    code = wait_exit_code(process, limit_s)
     if code is None:
         kill_group(pid, signal.SIGTERM)
-        code = wait_exit_code(pid, KILL_GRACE_S)
+        code = wait_exit_code(process, KILL_GRACE_S)
         kill_group(pid, signal.SIGKILL)
         for worker in read_record(record).get("pids", []):  # torchrun's worker runs in a session of its own
             kill_group(worker, signal.SIGKILL)
-        if code is None:
-            os.waitpid(pid, 0)
+        # Reaped at once after SIGKILL, unless stuck in the kernel (a hung driver call): then left behind, on record.
+        lingering = code is None and wait_exit_code(process, KILL_GRACE_S) is None
         timed_out = True
     else:
-        timed_out = False
+        timed_out = lingering = False
     result = read_record(record)
     result.update(seconds=round(time.monotonic() - start, 1), limit_s=round(limit_s, 1), log=str(log))
     if timed_out:
         result["status"] = "timed out"
-        result["reason"] = f"killed after its limit of {limit_s:.0f} s; figures so far are kept"
+        result["reason"] = (f"killed after its limit of {limit_s:.0f} s; figures so far are kept"
+                            + (f"; process {pid} did not exit after SIGKILL" if lingering else ""))
     elif code != 0 and result.get("status") in (None, "running"):
         result["status"] = "error"
         result["error"] = f"exit code {code}: {tail(log)}"
@@ -250,7 +259,7 @@ def child(name: str, device: str, quick: bool, out: Path, record: Path, limit_s:
     rec = PartRecord(record)
     started = time.monotonic()
     rec.update(status="running", pids=[os.getpid()])
-    ctx = PartContext(device=device, quick=quick, sizes=QUICK if quick else FULL, work=out / "work", rec=rec,
+    ctx = PartContext(device=device, sizes=QUICK if quick else FULL, work=out / "work", rec=rec,
                       deadline=started + limit_s - 2 * KILL_GRACE_S)
     ctx.work.mkdir(parents=True, exist_ok=True)
     try:

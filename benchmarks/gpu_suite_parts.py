@@ -99,8 +99,12 @@ class PartRecord:
 
     def figure(self, key: str, value: Any, line: str | None = None) -> None:
         self.data["figures"][key] = value
-        if line:
-            self.data["lines"].append(line)
+        self.line(line)
+
+    def line(self, text: str | None) -> None:
+        """One line of the Markdown summary (None: none, the record is still rewritten)."""
+        if text:
+            self.data["lines"].append(text)
         write_json(self.path, self.data)
 
     def check(self, name: str, passed: bool, detail: str) -> None:
@@ -117,7 +121,6 @@ class PartRecord:
 @dataclass(frozen=True)
 class PartContext:
     device: str
-    quick: bool
     sizes: Sizes
     work: Path               # shared between parts: the prepared fixture lives here
     rec: PartRecord
@@ -209,8 +212,8 @@ def _search_job(ctx: PartContext, dist_ctx: Any) -> Any:
                     prepared_dir=ctx.prepared, out_dir=ctx.work / "search_unused", warmup_from=None)
 
 
-def _search_losses(run: Any, batches: list[tuple[torch.Tensor, torch.Tensor]], channels_last: bool,
-                   ) -> tuple[list[float], bool]:
+def _search_losses(run: Any, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                   channels_last: bool) -> tuple[list[float], bool]:
     """Arch + weight steps of a SearchRun on fixed batches; (losses of every step, every gradient finite)."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     losses, finite = [], True
@@ -378,8 +381,7 @@ def part_latency(ctx: PartContext) -> None:
                    f"with the fitted offset ({mean['offset_ms']:.2f} ms) MAPE "
                    f"{mean['corrected_eval']['mape_pct']:.1f} % on held-out networks")
     for name, row in summary["published"].items():
-        ctx.rec.data["lines"].append(f"{name}: predicted {row['predicted_mean_ms']:.2f} ms, measured "
-                                     f"{row['measured_mean_ms']:.2f} ms")
+        ctx.rec.line(f"{name}: predicted {row['predicted_mean_ms']:.2f} ms, measured {row['measured_mean_ms']:.2f} ms")
     ctx.rec.check("networks measured", summary["archs"] == s.lat_archs + 3, f"{summary['archs']} networks")
 
 

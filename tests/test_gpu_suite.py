@@ -1,5 +1,5 @@
 """benchmarks/gpu_suite.py: the CPU rehearsal runs every part to "ok" and writes suite.json and summary.md, so the
-GPU command cannot rot between GPU runs; a tiny budget kills an overrunning part and skips the rest, on record."""
+GPU command cannot rot between GPU runs; a tight budget kills an overrunning part and skips the rest, on record."""
 
 from __future__ import annotations
 
@@ -45,13 +45,13 @@ def test_quick_rehearsal_runs_every_part(tmp_path: Path) -> None:
 
 
 def test_budget_kills_an_overrunning_part_and_skips_the_rest(tmp_path: Path) -> None:
-    result, suite = run_suite(tmp_path, "--budget", "15", "--limit", "correctness=1")
+    result, suite = run_suite(tmp_path, "--budget", "20", "--limit", "correctness=1")
     statuses = {name: part["status"] for name, part in suite["parts"].items()}
     assert list(statuses) == list(PARTS), statuses
     assert statuses["fixture"] == "ok" and statuses["correctness"] == "timed out", statuses
     later = [statuses[name] for name in PARTS[2:]]
     assert set(later) <= {"timed out", "skipped"} and "skipped" in later, statuses
     assert all("budget" in part["reason"] for part in suite["parts"].values() if part["status"] == "skipped")
-    assert suite["wall_s"] <= 15, f"wall {suite['wall_s']} s over the 15 s budget"
+    assert suite["wall_s"] <= 20, f"wall {suite['wall_s']} s over the 20 s budget"
     assert result.returncode == 1
     assert "| correctness | timed out |" in (tmp_path / "summary.md").read_text()
