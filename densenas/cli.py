@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import traceback
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -334,8 +335,15 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line too (argparse prints the usage block first), with where to look for more."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="densenas",
         description="DenseNAS reproduction pipeline. Stages: prepare, lut, search, derive, train, evaluate, report.",
     )

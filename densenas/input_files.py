@@ -96,8 +96,9 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct
 
 def load_yaml_text(text: str, source: str) -> Any:
     """Parse one YAML document from ``text`` (``source`` names it in errors) with the strict loader."""
-    loader = _StrictLoader(text)
+    loader = None
     try:
+        loader = _StrictLoader(text)  # the reader already refuses control characters here
         node = loader.get_single_node()
         if node is None:
             return None
@@ -113,7 +114,8 @@ def load_yaml_text(text: str, source: str) -> Any:
     except ValueError as exc:  # an integer with more digits than Python converts (int_max_str_digits)
         raise DensenasError(f"{source}: not valid YAML ({_one_line(exc)})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _count_values(root: Any) -> None:
@@ -145,11 +147,13 @@ def _count_values(root: Any) -> None:
     shape(root)
 
 
-def load_json_text(text: str, source: str) -> Any:
+def load_json_text(text: str, source: str, *, checks_numbers: bool = False) -> Any:
     """Parse JSON from ``text`` (``source`` names it in errors): no duplicate keys, no NaN/Infinity, no number that
-    overflows to infinity, at most :data:`MAX_NESTING` levels."""
+    overflows to infinity, at most :data:`MAX_NESTING` levels. A caller that ``checks_numbers`` itself, naming
+    where each bad one sits, gets NaN and infinities through to its check."""
+    numbers: dict[str, Any] = {} if checks_numbers else {"parse_constant": _no_constant, "parse_float": _finite}
     try:
-        doc = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite)
+        doc = json.loads(text, object_pairs_hook=_unique_keys, **numbers)
     except _Refused as exc:
         raise DensenasError(f"{source}: {exc}") from None
     except json.JSONDecodeError as exc:

@@ -169,7 +169,7 @@ def _parse(path: Path) -> Any:
         raise DensenasError(f"{path}: official LUT file not found (shipped tables: {', '.join(OFFICIAL_TABLES)})")
     text = read_input_text(path, "official LUT file (a JSON nested list)")
     try:
-        return load_json_text(text, str(path))
+        return load_json_text(text, str(path), checks_numbers=True)  # _number names the row
     except DensenasError as exc:
         raise DensenasError(f"{exc}; not an official LUT (expected a JSON nested list)") from None
 

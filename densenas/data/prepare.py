@@ -159,6 +159,10 @@ def write_split(plan: SplitPlan, folder: Path, short_side: int | None, on_corrup
             writer.append(data, label, sample.name)
             per_class[label] += 1
         files = writer.close()
+    left_out = [cls for cls, count in zip(plan.classes, per_class, strict=True) if count == 0]
+    if left_out:
+        raise DensenasError(f"split {plan.name}: every image of class {left_out[0]} was unreadable and skipped "
+                            f"({len(left_out)} such classes); fix or remove those images")
     return {"num_classes": len(plan.classes), "count": sum(per_class), "per_class": per_class,
             "skipped": skipped, "files": files}
 

@@ -11,6 +11,7 @@ import io
 import math
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,7 +278,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     """An IDX file of unsigned bytes (magic 0x08, ``ndim`` dimensions), gzip-compressed."""
     try:
         data = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DensenasError(f"{path}: not a readable .gz file ({exc})") from None
     header = 4 + 4 * ndim
     if len(data) < header:
