@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -445,6 +446,17 @@ CASES.update({
         lambda w, h: _prepare(h, _tree(w, h, lambda t: [
             p.unlink() for p in sorted((t / "train" / "n00000001").iterdir())[1:]])),
         ("{here}/raw", "split search_train would hold no images of class(es) n00000001")),
+    "issue 17: IDX file a decompression bomb": (
+        lambda w, h: ["--set", "data.source=fashion_mnist",
+                      *_prepare(h, _gzip_bomb(h / "fm", "t10k-images-idx3-ubyte.gz", 300))],
+        ("{here}/fm/t10k-images-idx3-ubyte.gz", "decompresses to more than 256 MiB")),
+    "issue 17: search split smaller than one batch": (
+        lambda w, h: ["--set", "search.spaces.resnet.batch_size=1000", "search", "--space", "resnet", "--variant",
+                      "flops_r1", "--data", str(w.prepared), "--out", str(h / "out")],
+        ("prepared/search_train", "fewer than one batch of 1000")),
+    "issue 17: train split smaller than one batch": (
+        lambda w, h: ["--set", "train.batch_size=1000", *_train(h, str(w.prepared))],
+        ("prepared/train", "images, fewer than one batch of 1000")),
     "issue 17: NaN in params": (
         lambda w, h: ["--params", _params(w, h, lambda r: r["train"].update(lr=float("nan"))), "params"],
         ("{here}/params.yaml", "'.nan'", "expected a finite number")),
@@ -510,6 +522,18 @@ def _fashion_mnist(folder: Path, **replace: bytes) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     for key, (name, data) in files.items():
         (folder / name).write_bytes(gzip.compress(replace.get(key, data), mtime=0))
+    return str(folder)
+
+
+def _gzip_bomb(folder: Path, name: str, mib: int) -> str:
+    """Valid Fashion-MNIST files, but ``name`` inflates to ``mib`` MiB (written in pieces: the test stays small)."""
+    _fashion_mnist(folder)
+    deflate = zlib.compressobj(wbits=31)
+    with (folder / name).open("wb") as handle:
+        handle.write(deflate.compress(_idx((mib * 2**20 // 784, 28, 28), b"")))
+        for _ in range(mib):
+            handle.write(deflate.compress(bytes(2**20)))
+        handle.write(deflate.flush())
     return str(folder)
 
 

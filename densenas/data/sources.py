@@ -6,7 +6,6 @@ SPEC §12 B6) without decoding anything; `densenas.data.prepare` validates, resi
 
 from __future__ import annotations
 
-import gzip
 import io
 import math
 import os
@@ -29,6 +28,7 @@ DEVKIT_VAL_TRUTH = "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_trut
 # Formats torchvision.io.decode_image reads; other files in a class folder are not images (as in ImageFolder).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
+IDX_MAX_BYTES = 256 * 2**20  # decompressed size of one IDX file (Fashion-MNIST's largest: 45 MiB)
 FASHION_MNIST_SHAPE = (28, 28)  # pixels of every Fashion-MNIST image
 FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -277,9 +277,15 @@ def read_fashion_mnist(folder: Path) -> RawDataset:
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """An IDX file of unsigned bytes (magic 0x08, ``ndim`` dimensions), gzip-compressed."""
     try:
-        data = gzip.decompress(path.read_bytes())
+        inflate = zlib.decompressobj(wbits=31)  # gzip framing
+        data = inflate.decompress(path.read_bytes(), IDX_MAX_BYTES + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise DensenasError(f"{path}: not a readable .gz file ({exc})") from None
+    if len(data) > IDX_MAX_BYTES:  # a decompression bomb would fill memory before any check
+        raise DensenasError(f"{path}: decompresses to more than {IDX_MAX_BYTES // 2**20} MiB; Fashion-MNIST's largest "
+                            "file has 45 MiB")
+    if not inflate.eof:
+        raise DensenasError(f"{path}: not a readable .gz file (the compressed stream ends early: truncated?)")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DensenasError(f"{path}: {len(data)} bytes, shorter than the {header}-byte header of an IDX file")
