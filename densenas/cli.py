@@ -259,11 +259,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     paths = report.ResultPaths(Path(args.results))
     models = report.table_models(args.space, params)
     out = Path(args.out)
-    check_writable(out) if args.what == "table" else check_writable_dir(out)
     if args.what == "table":
+        check_writable(out)
         report.write_table(report.build_table(args.space, models, paths, params), out)
         written = [out]
     else:
+        check_writable_dir(out)
         written = [out / f"{name}.png" for name in ("accuracy_vs_latency", "beta_evolution", "training_curves")]
         report.figure_accuracy_vs_latency(args.space, models, paths, params, written[0])
         variant = params.report.random_search_variant

@@ -23,14 +23,14 @@ def read_input_text(path: str | Path, what: str) -> str:
     """The text of the ``what`` file at ``path``: a regular file, within the size limit, UTF-8."""
     path = Path(path)
     if path.is_dir():
-        raise DensenasError(f"{path}: is a folder, expected a {what}")
+        raise DensenasError(f"{path}: is a folder, expected {_a(what)}")
     if not path.exists():
         raise DensenasError(f"{path}: {what} not found")
     if not path.is_file():
-        raise DensenasError(f"{path}: not a regular file, expected a {what}")
+        raise DensenasError(f"{path}: not a regular file, expected {_a(what)}")
     size, limit = path.stat().st_size, max_input_bytes()
     if size > limit:
-        raise DensenasError(f"{path}: {size / 2**20:.1f} MiB, above the {limit // 2**20} MiB limit for a {what} "
+        raise DensenasError(f"{path}: {size / 2**20:.1f} MiB, above the {limit // 2**20} MiB limit for {_a(what)} "
                             "(raise it with DENSENAS_MAX_INPUT_MB)")
     try:
         data = path.read_bytes()
@@ -40,7 +40,7 @@ def read_input_text(path: str | Path, what: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DensenasError(f"{path}: not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
-                            f"expected a {what}") from None
+                            f"expected {_a(what)}") from None
 
 
 def load_yaml_file(path: str | Path, what: str) -> Any:
@@ -197,6 +197,10 @@ def _depth(doc: Any) -> int:
             if level <= MAX_NESTING:
                 stack += [(v, level + 1) for v in (value.values() if isinstance(value, dict) else value)]
     return deepest
+
+
+def _a(what: str) -> str:
+    return f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
 
 
 def _at(mark: Any) -> str:

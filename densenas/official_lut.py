@@ -167,7 +167,7 @@ def _site_values(table: CostTable, sites: SupernetSites, topology: Topology) -> 
 def _parse(path: Path) -> Any:
     if not path.exists():
         raise DensenasError(f"{path}: official LUT file not found (shipped tables: {', '.join(OFFICIAL_TABLES)})")
-    text = read_input_text(path, "official LUT file (a JSON nested list)")
+    text = read_input_text(path, "official LUT file")
     try:
         return load_json_text(text, str(path), checks_numbers=True)  # _number names the row
     except DensenasError as exc:
