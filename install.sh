@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh machine: a .venv with densenas and its pinned dependencies, plus the embedded dataset
-# (Debian's dataset-fashion-mnist). `--test` also installs the test tools (pytest, ruff).
+# (Debian's dataset-fashion-mnist). `--test` also installs the test tools (pytest, ruff, hypothesis).
 set -euo pipefail
 cd "$(dirname "$0")"
 extras=""

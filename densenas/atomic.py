@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,21 +12,61 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from densenas.errors import DensenasError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    A write that fails (disk full, permission, a folder in the way) leaves ``path`` as it was, removes the
+    temporary file and raises a one-line :class:`DensenasError` naming ``path``.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    check_writable(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise write_error(target, exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, target)
+    except OSError as exc:
+        raise write_error(target, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Refuse an output file that could not be written, before a stage spends its time: a folder standing at
+    ``path``, a file standing where one of its folders would go, or a folder that is not writable."""
+    target = Path(path)
+    if target.is_dir():
+        raise DensenasError(f"{target}: is a folder, expected the path of an output file")
+    check_writable_dir(target.parent)
+
+
+def check_writable_dir(path: str | os.PathLike[str]) -> None:
+    """Refuse an output folder that could not be made or written (see :func:`check_writable`)."""
+    folder = Path(path)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DensenasError(f"{existing}: is a file, so the output folder {folder} cannot be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DensenasError(f"{existing}: folder is not writable (permission denied), needed for output {folder}")
+
+
+def write_error(target: Path, exc: OSError) -> DensenasError:
+    reason = exc.strerror or exc.__class__.__name__
+    if exc.errno == errno.ENOSPC:
+        reason += "; free some space and run the stage again (the previous file, if any, is unchanged)"
+    return DensenasError(f"{target}: cannot write the output ({reason})")
 
 
 def _umask() -> int:

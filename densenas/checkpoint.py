@@ -72,8 +72,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (which must hold an ``identity`` mapping) atomically, with the digest of its content."""
     if "identity" not in payload:
         raise ValueError("a checkpoint payload needs an 'identity' mapping")
-    with atomic_path(path) as tmp:
-        torch.save({**payload, INTEGRITY: content_digest(payload)}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # through a Python file object, so a full disk raises OSError (ENOSPC) rather than torch's RuntimeError
+        torch.save({**payload, INTEGRITY: content_digest(payload)}, handle)
 
 
 class CheckpointMismatch(DensenasError):

@@ -1,40 +1,82 @@
 """The ``densenas`` command: one sub-command per pipeline stage; the only bridge between params and library.
 
-Expected user errors (:class:`DensenasError`) print one line on stderr and exit with code 2, no traceback.
+Expected user errors (:class:`DensenasError`, and OS errors about a named file: missing, in the way, not
+permitted, disk full) print one line on stderr and exit with code 2, no traceback. Anything else is a bug in
+densenas: its traceback is printed, followed by a line that says so, and the exit code is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import os
 import sys
+import traceback
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from densenas import limits
+from densenas.atomic import check_writable, check_writable_dir
 from densenas.config import Params, load_params
 from densenas.errors import DensenasError
+from densenas.input_files import load_yaml_text
 from densenas.tracking import StageRecord, log_stage
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``--set a.b=3`` pairs into a nested mapping (values parsed as YAML scalars)."""
+    """``--set a.b=3`` pairs into a nested mapping (values parsed as YAML, by the same loader as params files)."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise DensenasError(f"--set {item!r}: expected KEY.PATH=VALUE")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise DensenasError(f"--set {item!r}: expected KEY.PATH=VALUE (dot-separated keys, none empty)")
         node = overrides
-        *parents, leaf = key.split(".")
-        for part in parents:
+        for depth, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise DensenasError(f"--set {item!r}: an earlier --set gave {'.'.join(parts[:depth + 1])} a value, "
+                                    f"so it has no key '{parts[depth + 1]}'")
+        node[parts[-1]] = load_yaml_text(value, f"--set {key}")
     return overrides
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high], so a size is refused before anything is allocated."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low} to {high}, got {value}")
+        return value
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+_INPUT_SIZE = _bounded_int(16, limits.MAX_INPUT_SIZE)
+_CLASSES = _bounded_int(1, limits.MAX_CLASSES)
+_BATCH = _bounded_int(1, limits.MAX_BATCH)
 
 
 def _params(args: argparse.Namespace) -> Params:
@@ -113,6 +155,7 @@ def cmd_random_arch(args: argparse.Namespace) -> None:
     from densenas.spaces import build_topology, load_space
 
     params = _stage_params(args)
+    check_writable(args.out)
     space = load_space(args.space)
     topology = build_topology(space)
     target = count_mult_adds(build_network(load_net_config(args.match)), (1, 3, 224, 224))
@@ -137,6 +180,7 @@ def cmd_lut(args: argparse.Namespace) -> None:
     from densenas.official_lut import official_lut_document
     from densenas.spaces import load_space
 
+    check_writable(args.out)
     space = load_space(args.space)
     if args.from_official:
         doc, report = official_lut_document(args.from_official, space)
@@ -169,6 +213,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     variant = None if args.warmup else args.variant
     data_dir = Path(args.data or f"data/prepared/{params.dataset}")
     out = Path(args.out or f"results/search/{space}/{variant or WARMUP}")
+    check_writable_dir(out)
     ctx = init_distributed(args.device)
     try:
         job = make_job(params, ctx, space_name=space, variant=variant, lut=Path(args.lut) if args.lut else None,
@@ -195,8 +240,10 @@ def cmd_derive(args: argparse.Namespace) -> None:
     from densenas.search.records import derive_from_arch_params, write_net_config
 
     params = _stage_params(args)
-    config = derive_from_arch_params(Path(args.arch_params), args.epoch)
     out = Path(args.out or Path(args.arch_params).with_name("net_config.json"))
+    check_writable(out)
+    check_writable(out.with_suffix(".txt"))
+    config = derive_from_arch_params(Path(args.arch_params), args.epoch)
     write_net_config(out, config)
     print(f"derive: path {list(config.node_path or ())}, {len(config.blocks)} blocks -> {out} "
           f"(+ {out.with_suffix('.txt').name})", file=sys.stderr)
@@ -213,9 +260,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     models = report.table_models(args.space, params)
     out = Path(args.out)
     if args.what == "table":
+        check_writable(out)
         report.write_table(report.build_table(args.space, models, paths, params), out)
         written = [out]
     else:
+        check_writable_dir(out)
         written = [out / f"{name}.png" for name in ("accuracy_vs_latency", "beta_evolution", "training_curves")]
         report.figure_accuracy_vs_latency(args.space, models, paths, params, written[0])
         variant = params.report.random_search_variant
@@ -232,6 +281,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     name = args.name or run_name(args.model)
     data_dir = Path(args.data or f"data/prepared/{params.dataset}")
     out = Path(args.out or f"results/train/{name}")
+    check_writable_dir(out)
     metrics = run_training(args.model, params, name=name, data_dir=data_dir, out_dir=out, device=args.device)
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -260,6 +310,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     params = _stage_params(args)
     torch.set_num_threads(params.lut.threads)  # the LUT's threads, so measured and predicted latency compare
     name = args.name or run_name(args.model)
+    out = Path(args.out or f"results/eval/{name}/metrics.json")
+    check_writable(out)  # before the evaluation, which can take an hour on ImageNet
     data_dir = Path(args.data or f"data/prepared/{params.dataset}")
     val_loader = build_loader(data_dir, "val", params.data, train=False, batch_size=params.train.batch_size,
                               seed=params.seed)
@@ -269,7 +321,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         val_loader=val_loader, num_classes=num_classes_of(data_dir), params=params, device=device,
         lut=Path(args.lut) if args.lut else None,
     )
-    out = Path(args.out or f"results/eval/{name}/metrics.json")
     write_json(out, metrics)
     latency = metrics["latency"]
     print(f"evaluate {name}: top-1 {metrics['top1']:.2f} top-5 {metrics['top5']:.2f}, "
@@ -285,8 +336,15 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line too (argparse prints the usage block first), with where to look for more."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="densenas",
         description="DenseNAS reproduction pipeline. Stages: prepare, lut, search, derive, train, evaluate, report.",
     )
@@ -298,12 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="params and mult-adds of a registered model or a net_config file (JSON)")
     info.add_argument("model", help="registered model name (see `densenas zoo`) or a net_config path")
-    info.add_argument("--input-size", type=int, default=224)
-    info.add_argument("--num-classes", type=int, default=1000)
+    info.add_argument("--input-size", type=_INPUT_SIZE, default=224)
+    info.add_argument("--num-classes", type=_CLASSES, default=1000)
     info.set_defaults(func=cmd_info)
 
     zoo = sub.add_parser("zoo", help="summary of every registered model (params, mult-adds)")
-    zoo.add_argument("--input-size", type=int, default=224)
+    zoo.add_argument("--input-size", type=_INPUT_SIZE, default=224)
     zoo.set_defaults(func=cmd_zoo)
 
     prep = sub.add_parser("prepare", help="raw ImageNet or the embedded Fashion-MNIST -> packed search/train splits")
@@ -317,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "whose mult-adds match a given net_config")
     rand.add_argument("--space", required=True, choices=["mbv2", "resnet"])
     rand.add_argument("--match", required=True, help="net_config whose mult-adds (224, 1000 classes) to match")
-    rand.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance (default 0.05)")
+    rand.add_argument("--tolerance", type=_fraction, default=0.05, help="relative tolerance (default 0.05)")
     rand.add_argument("--out", required=True, help="net_config.json to write")
     rand.set_defaults(func=cmd_random_arch)
 
@@ -325,11 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "official table converted to the LUT format")
     lut.add_argument("--space", required=True, choices=["mbv2", "resnet"])
     lut.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: params lut.device")
-    lut.add_argument("--batch", type=int, default=None, help="default: params lut.batch (FLOPs: always 1)")
-    lut.add_argument("--input-size", type=int, default=None, help="default: params data.input_size")
+    lut.add_argument("--batch", type=_BATCH, default=None, help="default: params lut.batch (FLOPs: always 1)")
+    lut.add_argument("--input-size", type=_INPUT_SIZE, default=None, help="default: params data.input_size")
     lut.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: params lut.dtype")
     lut.add_argument("--metric", choices=["latency", "flops"], default="latency")
-    lut.add_argument("--num-classes", type=int, default=100,
+    lut.add_argument("--num-classes", type=_CLASSES, default=100,
                      help="classes of the costed classifier (default 100: the search head, SPEC Q12)")
     lut.add_argument("--from-official", metavar="FILE", default=None,
                      help="convert an official nested-list table (a path, or a shipped name such as "
@@ -399,12 +457,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         func(args)
     except DensenasError as exc:
-        print(f"densenas: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except FileNotFoundError as exc:
-        print(f"densenas: error: {Path(exc.filename or '')}: file not found", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _user_error(str(exc))
+    except OSError as exc:
+        if exc.filename is None and exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error()
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return _user_error(f"{where}{exc.strerror or exc.__class__.__name__}")
+    except Exception:
+        return _internal_error()
     return 0
+
+
+def _user_error(message: str) -> int:
+    print(f"densenas: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def _internal_error() -> int:
+    """A failure no input check foresaw: the traceback is the bug report, the last line says so."""
+    traceback.print_exc()
+    print("densenas: internal error: this is a bug in densenas, not a problem with your input; please report it "
+          "with the traceback above", file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

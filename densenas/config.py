@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import jsonschema
 import yaml
 
 from densenas.errors import DensenasError
+from densenas.input_files import load_yaml_file, load_yaml_text
 
 
 @dataclass(frozen=True)
@@ -216,12 +218,25 @@ def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
 
 
 def validate_params(raw: Any, source: str = "params") -> None:
+    _check_finite(raw, source, ())
     validator = jsonschema.Draft202012Validator(params_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
     if error is None:
         return
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     raise DensenasError(f"{source}: {key}: {_explain(error)}")
+
+
+def _check_finite(value: Any, source: str, key: tuple[str, ...]) -> None:
+    """NaN and ±inf pass every ``minimum`` of the schema (NaN compares false), so they are refused here by key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DensenasError(f"{source}: {'.'.join(key) or '(top level)'}: expected a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_finite(item, source, (*key, str(name)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, source, (*key, str(index)))
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -236,14 +251,7 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DensenasError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise DensenasError(f"{path}: not valid YAML{where}") from None
+    raw = load_yaml_file(path, "params file")
     if not isinstance(raw, dict):
         raise DensenasError(f"{path}: expected a mapping of params, got {type(raw).__name__}")
     return raw
@@ -252,7 +260,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _read_preset(name: str, params_path: Path) -> dict[str, Any]:
     shipped = resources.files("densenas.presets").joinpath(f"{name}.yaml")
     if shipped.is_file():
-        raw = yaml.safe_load(shipped.read_text())
+        raw = load_yaml_text(shipped.read_text(), f"preset '{name}'")
     else:
         candidate = Path(name) if Path(name).is_absolute() else params_path.parent / name
         if not candidate.is_file():
@@ -282,6 +290,8 @@ def _explain(error: jsonschema.ValidationError) -> str:
         return f"expected one of {schema['enum']}, got {value!r}"
     if validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return f"expected a value with {validator} {schema[validator]}, got {value!r}"
+    if validator in ("oneOf", "anyOf") and error.context:  # name each alternative, not "valid under none"
+        return "; or ".join(dict.fromkeys(_explain(sub) for sub in error.context))
     return error.message
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import jsonschema
 
 from densenas.errors import DensenasError
+from densenas.input_files import load_json_text, read_input_text
+from densenas.limits import max_model_params
 from densenas.ops import parse_op
 
 
@@ -114,27 +116,44 @@ def net_config_from_dict(raw: Any, source: str = "net_config") -> NetConfig:
                 f"out_ch {blocks[index - 1].out_ch}"
             )
     node_path = raw.get("node_path")
-    return NetConfig(
+    config = NetConfig(
         net_type=raw["net_type"],
         blocks=blocks,
         last_dim=last_dim,
         num_classes=raw.get("num_classes", 1000),
         node_path=tuple(node_path) if node_path is not None else None,
     )
+    weights, limit = estimated_weights(config), max_model_params()
+    if weights > limit:
+        raise DensenasError(f"{source}: about {weights / 1e6:,.0f} M weights, above the limit of {limit / 1e6:,.0f} M "
+                            "(raise it with DENSENAS_MAX_MODEL_PARAMS_M); its widths or block count are implausible")
+    return config
+
+
+def estimated_weights(config: NetConfig) -> int:
+    """The network's weights estimated from its widths alone (within a few per cent for the zoo: BN and the stem
+    are left out), so that an absurd net_config is refused before torch tries to allocate it. MBConv: expand,
+    depthwise, project; residual blocks: 9·(C_in+C_out)·C_out, about two 3x3 convs."""
+    total = 0
+    for block in config.blocks:
+        layers = [(block.in_ch, block.head_op), *((block.out_ch, op) for op in block.stack_ops)]
+        for c_in, op in layers:
+            spec = parse_op(op)
+            hidden = c_in * spec.expansion
+            total += (c_in * hidden + hidden * spec.kernel**2 + hidden * block.out_ch if spec.family == "mbconv"
+                      else 9 * (c_in + block.out_ch) * block.out_ch)
+    features = config.last_dim or config.blocks[-1].out_ch
+    if config.last_dim is not None:
+        total += config.blocks[-1].out_ch * config.last_dim
+    return total + features * config.num_classes
 
 
 def load_net_config(path: str | Path) -> NetConfig:
     """Read a net_config file: JSON (``.json``) or the official text form."""
     path = Path(path)
-    if not path.is_file():
-        raise DensenasError(f"{path}: net_config file not found")
-    text = path.read_text()
+    text = read_input_text(path, "net_config file")
     if path.suffix == ".json":
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DensenasError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-        return net_config_from_dict(raw, str(path))
+        return net_config_from_dict(load_json_text(text, str(path)), str(path))
     return parse_official_string(text, str(path))
 
 

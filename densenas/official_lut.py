@@ -6,7 +6,6 @@ the MBV2 table's surplus stacked-layer rows for nodes 14–16 (SPEC Q14) are rep
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ import torch
 
 from densenas.cost_table import CostTable
 from densenas.errors import DensenasError
+from densenas.input_files import load_json_text, read_input_text
 from densenas.lut.lut_file import SCHEMA_VERSION, UNITS
 from densenas.lut.sites import OpSite, SupernetSites, supernet_sites
 from densenas.spaces.space import SearchSpace, load_space
@@ -165,12 +165,13 @@ def _site_values(table: CostTable, sites: SupernetSites, topology: Topology) -> 
 
 
 def _parse(path: Path) -> Any:
-    if not path.is_file():
+    if not path.exists():
         raise DensenasError(f"{path}: official LUT file not found (shipped tables: {', '.join(OFFICIAL_TABLES)})")
+    text = read_input_text(path, "official LUT file")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DensenasError(f"{path}: not an official LUT (expected a JSON nested list: {exc})") from None
+        return load_json_text(text, str(path), checks_numbers=True)  # _number names the row
+    except DensenasError as exc:
+        raise DensenasError(f"{exc}; not an official LUT (expected a JSON nested list)") from None
 
 
 def _number(value: Any, where: str) -> float:

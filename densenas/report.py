@@ -6,7 +6,6 @@ Paper columns are copied verbatim from the shipped reference tables; measured co
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -18,6 +17,7 @@ import pandas as pd
 from densenas.atomic import atomic_path
 from densenas.config import Params
 from densenas.errors import DensenasError
+from densenas.input_files import load_json_file
 
 # paper row -> registered model retrained here with the same recipe
 PAPER_ROW_MODELS = {
@@ -63,12 +63,9 @@ def paper_table(space: str) -> pd.DataFrame:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DensenasError(f"{path}: missing (run the stage that writes it first)") from None
-    except json.JSONDecodeError as exc:
-        raise DensenasError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not path.exists():
+        raise DensenasError(f"{path}: missing (run the stage that writes it first)")
+    return load_json_file(path, "metrics file")
 
 
 def _get(record: dict[str, Any], dotted: str) -> Any:

@@ -10,12 +10,14 @@ one case is cross-checked against a fresh interpreter. tests/test_cli.py holds 1
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,7 +258,7 @@ CASES: dict[str, tuple[Make, tuple[str, ...]]] = {
     # LUT files, as `search --lut` reads them
     "lut: truncated JSON": (
         lambda w, h: _search_lut(w, h, _text(h, "lut.json", w.lut.read_text()[:5000])),
-        ("{here}/lut.json", "not a JSON LUT file")),
+        ("{here}/lut.json", "not valid JSON")),
     "lut: schema (device missing)": (
         lambda w, h: _search_lut(w, h, _json_edit(w.lut, h, "lut.json", lambda d: d.pop("device"))),
         ("{here}/lut.json", "not a valid LUT file", "'device' is a required property")),
@@ -382,6 +384,157 @@ CASES: dict[str, tuple[Make, tuple[str, ...]]] = {
         lambda w, h: _evaluate(w, h, _train_identity("densenas_b", "densenas_b")),
         ("{here}/best.pt", "checkpoint was made for arch=", "expected arch=")),
 }
+
+
+# Issue 17: the classes an independent probe found (tracebacks, wrong successes, hangs, unclear messages)
+ALIAS_BOMB = "\n".join(["report:", "  x0: &x0 [a, a, a, a, a, a, a, a, a, a]",
+                        *(f"  x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]" for i in range(1, 7))])
+PYTHON_TAG = "x: !!python/object/apply:os.getpid []\n"
+NO_STRIDE = [{k: v for k, v in BLOCKS[0].items() if k != "stride"}]
+HUGE_WIDTH = [{"in_ch": 16, "out_ch": 60000, "head_op": "mbconv_k3_t6", "stack_ops": ["mbconv_k3_t6"] * 4,
+               "stride": 1}]
+
+CASES.update({
+    "issue 17: --set value not YAML": (
+        lambda w, h: ["--set", "train.epochs=[1", "params"], ("--set train.epochs", "not valid YAML", "line 1")),
+    "issue 17: --set undefined alias": (
+        lambda w, h: ["--set", "train.epochs=*x", "params"], ("--set train.epochs", "undefined alias 'x'")),
+    "issue 17: --set under a value set before": (
+        lambda w, h: ["--set", "train=3", "--set", "train.epochs=2", "params"],
+        ("--set 'train.epochs=2'", "an earlier --set gave train a value")),
+    "issue 17: params with a python tag": (
+        lambda w, h: ["--params", _text(h, "params.yaml", w.params.read_text() + PYTHON_TAG), "params"],
+        ("{here}/params.yaml", "python/object/apply:os.getpid")),
+    "issue 17: params nested 3000 deep": (
+        lambda w, h: ["--params", _text(h, "params.yaml", "seed: " + "[" * 3000 + "]" * 3000 + "\n"), "params"],
+        ("{here}/params.yaml", "nested deeper than 64 levels")),
+    "issue 17: params not UTF-8": (
+        lambda w, h: ["--params", _bytes(h, "params.yaml", w.params.read_bytes() + b"# caf\xe9\n"), "params"],
+        ("{here}/params.yaml", "not UTF-8 text (byte 0xe9")),
+    "issue 17: net_config not UTF-8": (
+        lambda w, h: _random_arch(_bytes(h, "n.json", b'{"net_type": "mbv2\xff"}'), h),
+        ("{here}/n.json", "not UTF-8")),
+    "issue 17: seed of 2**32": (
+        lambda w, h: ["--set", "seed=4294967296", "params"], ("seed", "maximum 4294967295, got 4294967296")),
+    "issue 17: net_config with 60000 channels": (
+        lambda w, h: ["info", _text(h, "n.json", json.dumps(
+            {"net_type": "mbv2", "last_dim": 64, "blocks": HUGE_WIDTH}))],
+        ("{here}/n.json", "M weights, above the limit of 1,000 M", "DENSENAS_MAX_MODEL_PARAMS_M")),
+    "issue 17: info --input-size in the millions": (
+        lambda w, h: ["info", "densenas_a", "--input-size", "1000000"],
+        ("densenas info: error: argument --input-size: expected 16 to 4096, got 1000000",)),
+    "issue 17: evaluate --out is a folder": (
+        lambda w, h: ["evaluate", "--model", "densenas_a", "--data", str(w.prepared), "--checkpoint",
+                      str(h / "none.pt"), "--out", str(_empty(h / "metrics.json"))],
+        ("{here}/metrics.json: is a folder, expected the path of an output file",)),
+    "issue 17: prepare --out under a file": (
+        lambda w, h: ["prepare", "--source", str(w.raw), "--out", f"{_text(h, 'file.txt', 'x')}/prepared"],
+        ("{here}/file.txt: is a file, so the output folder", "cannot be made")),
+    "issue 17: IDX file header only": (
+        lambda w, h: ["--set", "data.source=fashion_mnist",
+                      *_prepare(h, _fashion_mnist(h / "fm", train_images=_idx((5, 28, 28), b"")))],
+        ("{here}/fm/train-images-idx3-ubyte.gz", "the header promises 5x28x28 values, the file holds 0")),
+    "issue 17: IDX file truncated in its header": (
+        lambda w, h: ["--set", "data.source=fashion_mnist",
+                      *_prepare(h, _fashion_mnist(h / "fm", train_labels=_idx((5,), b"")[:6]))],
+        ("{here}/fm/train-labels-idx1-ubyte.gz", "6 bytes, shorter than the 8-byte header")),
+    "issue 17: IDX label out of range": (
+        lambda w, h: ["--set", "data.source=fashion_mnist",
+                      *_prepare(h, _fashion_mnist(h / "fm", val_labels=_idx((5,), bytes([0, 1, 12, 3, 4]))))],
+        ("{here}/fm/t10k-labels-idx1-ubyte.gz", "label 12 at index 2 is out of range (expected 0 to 9)")),
+    "issue 17: a class with one train image (empty search split)": (
+        lambda w, h: _prepare(h, _tree(w, h, lambda t: [
+            p.unlink() for p in sorted((t / "train" / "n00000001").iterdir())[1:]])),
+        ("{here}/raw", "split search_train would hold no images of class(es) n00000001")),
+    "issue 17: IDX file a decompression bomb": (
+        lambda w, h: ["--set", "data.source=fashion_mnist",
+                      *_prepare(h, _gzip_bomb(h / "fm", "t10k-images-idx3-ubyte.gz", 300))],
+        ("{here}/fm/t10k-images-idx3-ubyte.gz", "decompresses to more than 256 MiB")),
+    "issue 17: search split smaller than one batch": (
+        lambda w, h: ["--set", "search.spaces.resnet.batch_size=1000", "search", "--space", "resnet", "--variant",
+                      "flops_r1", "--data", str(w.prepared), "--out", str(h / "out")],
+        ("prepared/search_train", "fewer than one batch of 1000")),
+    "issue 17: train split smaller than one batch": (
+        lambda w, h: ["--set", "train.batch_size=1000", *_train(h, str(w.prepared))],
+        ("prepared/train", "images, fewer than one batch of 1000")),
+    "issue 17: NaN in params": (
+        lambda w, h: ["--params", _params(w, h, lambda r: r["train"].update(lr=float("nan"))), "params"],
+        ("{here}/params.yaml", "'.nan'", "expected a finite number")),
+    "issue 17: infinity through --set": (
+        lambda w, h: ["--set", "train.weight_decay=-.inf", "params"], ("--set train.weight_decay", "finite number")),
+    "issue 17: NaN in a LUT": (
+        lambda w, h: _search_lut(w, h, _json_edit(
+            w.lut, h, "lut.json", lambda d: next(iter(d["entries"].values())).update(mean=float("nan")), True)),
+        ("{here}/lut.json", "NaN: expected a finite number")),
+    "issue 17: duplicate key in params": (
+        lambda w, h: ["--params", _text(h, "params.yaml", w.params.read_text() + "seed: 7\n"), "params"],
+        ("{here}/params.yaml", "duplicate key 'seed'")),
+    "issue 17: duplicate key in a net_config": (
+        lambda w, h: ["info", _text(h, "n.json", '{"net_type": "mbv2", "net_type": "res", "blocks": []}')],
+        ("{here}/n.json", "duplicate key 'net_type'")),
+    "issue 17: alias bomb in params": (
+        lambda w, h: ["--preset", _text(h, "p.yaml", ALIAS_BOMB), "params"],
+        ("{here}/p.yaml", "expands to more than 1000000 values")),
+    "issue 17: 80 MB net_config": (
+        lambda w, h: _train(h, str(w.prepared), _sparse(h / "n.json", 80 * 2**20)),
+        ("{here}/n.json", "80.0 MiB, above the 32 MiB limit", "DENSENAS_MAX_INPUT_MB")),
+    "issue 17: net_config negative width": (
+        lambda w, h: ["info", _text(h, "n.json", json.dumps(
+            {"net_type": "mbv2", "last_dim": 64, "blocks": [{**BLOCKS[0], "out_ch": -16}]}))],
+        ("{here}/n.json", "blocks/0/out_ch: -16 is less than the minimum of 1")),
+    "issue 17: net_config block without its stride": (
+        lambda w, h: ["info", _text(h, "n.json", json.dumps(
+            {"net_type": "mbv2", "last_dim": 64, "blocks": NO_STRIDE}))],
+        ("{here}/n.json", "blocks/0: 'stride' is a required property")),
+    "issue 17: a folder as params file": (
+        lambda w, h: ["--params", str(_empty(h / "params.yaml")), "params"],
+        ("{here}/params.yaml: is a folder, expected a params file",)),
+    "issue 17: a folder as LUT file": (
+        lambda w, h: _search_lut(w, h, str(_empty(h / "lut.json"))),
+        ("{here}/lut.json: is a folder, expected a LUT file",)),
+})
+
+
+def _bytes(here: Path, name: str, data: bytes) -> str:
+    path = here / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def _sparse(path: Path, size: int) -> str:
+    """A file of ``size`` bytes that takes no disk space (a hole): the size check must refuse it unread."""
+    with path.open("wb") as handle:
+        handle.truncate(size)
+    return str(path)
+
+
+def _idx(shape: tuple[int, ...], values: bytes) -> bytes:
+    """An IDX file of unsigned bytes (uncompressed) with ``shape`` in its header and ``values`` after it."""
+    return (0x0800 + len(shape)).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in shape) + values
+
+
+def _fashion_mnist(folder: Path, **replace: bytes) -> str:
+    """Five valid 28x28 images per split, gzip-compressed, with the named files replaced (train_images, ...)."""
+    images, labels = _idx((5, 28, 28), bytes(5 * 28 * 28)), _idx((5,), bytes(range(5)))
+    files = {"train_images": ("train-images-idx3-ubyte.gz", images),
+             "train_labels": ("train-labels-idx1-ubyte.gz", labels),
+             "val_images": ("t10k-images-idx3-ubyte.gz", images), "val_labels": ("t10k-labels-idx1-ubyte.gz", labels)}
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, (name, data) in files.items():
+        (folder / name).write_bytes(gzip.compress(replace.get(key, data), mtime=0))
+    return str(folder)
+
+
+def _gzip_bomb(folder: Path, name: str, mib: int) -> str:
+    """Valid Fashion-MNIST files, but ``name`` inflates to ``mib`` MiB (written in pieces: the test stays small)."""
+    _fashion_mnist(folder)
+    deflate = zlib.compressobj(wbits=31)
+    with (folder / name).open("wb") as handle:
+        handle.write(deflate.compress(_idx((mib * 2**20 // 784, 28, 28), b"")))
+        for _ in range(mib):
+            handle.write(deflate.compress(bytes(2**20)))
+        handle.write(deflate.flush())
+    return str(folder)
 
 
 def _empty(folder: Path) -> Path:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO
+
+from densenas import cli
+from densenas.atomic import write_json
+from densenas.errors import DensenasError
+from densenas.net_config import load_net_config
 
 
 @pytest.mark.parametrize(
@@ -91,3 +98,76 @@ def test_bad_input_gives_one_line_and_exit_2(run_cli, tmp_path: Path, case: str)
     assert len(lines) == 1, f"{case}: expected one line, got:\n{result.stderr}"
     assert "Traceback" not in result.stderr
     assert expected in lines[0], f"{case}: expected {expected!r} in {lines[0]!r}"
+
+
+# Issue 17: the error boundary itself, in-process (the bad-input classes are in tests/test_bad_inputs.py)
+
+def test_an_internal_error_shows_its_traceback_and_says_it_is_a_bug(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(args: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_params", broken)
+    assert cli.main(["--params", str(REPO / "params.yaml"), "params"]) == cli.EXIT_INTERNAL_ERROR
+    stderr = capsys.readouterr().err
+    assert "Traceback" in stderr and "KeyError: 'a bug'" in stderr
+    assert stderr.strip().splitlines()[-1].startswith("densenas: internal error: this is a bug in densenas")
+
+
+def test_an_os_error_about_a_named_file_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    def denied(args: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", "/data/locked.bin")
+
+    monkeypatch.setattr(cli, "cmd_params", denied)
+    assert cli.main(["--params", str(REPO / "params.yaml"), "params"]) == cli.EXIT_USER_ERROR
+    assert capsys.readouterr().err == "densenas: error: /data/locked.bin: Permission denied\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_read_only_output_folder_is_refused_before_the_stage(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code = cli.main(["--params", str(REPO / "params.yaml"), "--set", "tracking.enabled=false", "lut",
+                         "--space", "mbv2", "--from-official", "lat_list_densenas_mbv2_xp32",
+                         "--out", str(locked / "sub" / "lut.json")])
+    finally:
+        locked.chmod(0o755)
+    assert code == cli.EXIT_USER_ERROR
+    assert f"{locked}: folder is not writable" in capsys.readouterr().err
+    assert not list(locked.iterdir())
+
+
+def test_input_size_limit_is_raised_through_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "n.json"
+    path.write_text(json.dumps({"net_type": "mbv2", "blocks": []}) + " " * 2**20)
+    monkeypatch.setenv("DENSENAS_MAX_INPUT_MB", "1")
+    with pytest.raises(DensenasError, match=r"n\.json: 1\.0 MiB, above the 1 MiB limit for a net_config file"):
+        load_net_config(path)
+    monkeypatch.setenv("DENSENAS_MAX_INPUT_MB", "2")
+    with pytest.raises(DensenasError, match="blocks"):  # read now, and refused for what it says
+        load_net_config(path)
+    monkeypatch.setenv("DENSENAS_MAX_INPUT_MB", "lots")
+    with pytest.raises(DensenasError, match="DENSENAS_MAX_INPUT_MB='lots': expected a positive whole number"):
+        load_net_config(path)
+
+
+def test_atomic_write_on_a_full_disk_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LUT (or any JSON output) written while the disk is full: ENOSPC from /dev/full, the old file stays."""
+    target = tmp_path / "lut.json"
+    write_json(target, {"old": True})
+    real_open = open
+
+    def full_disk(self: Path, text: str) -> None:
+        with real_open("/dev/full", "w") as handle:  # ENOSPC when the buffer is flushed
+            handle.write(text)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(DensenasError, match=rf"{target}: cannot write the output \(No space left on device"):
+        write_json(target, {"new": True})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["lut.json"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from data_fixtures import write_image_folder as _write_image_folder
 from torchvision.io import decode_image
 
 from densenas.atomic import sha256_file
+from densenas.data import packed as packed_module
 from densenas.data import prepare
 from densenas.data.packed import PackReader
 from densenas.errors import DensenasError
@@ -166,3 +168,25 @@ def test_refuses_bad_inputs(folder: Path, tmp_path: Path) -> None:
         prepare([str(folder)], tmp_path / "o", data_params(pack_short_side=20))
     with pytest.raises(DensenasError, match="expected an ImageFolder tree"):
         prepare([str(tmp_path)], tmp_path / "o", data_params())
+
+
+def test_disk_full_while_packing_keeps_the_previous_dataset(folder: Path, prepared: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17: the shard of a split is written to /dev/full (ENOSPC from the kernel): one named error, the
+    dataset prepared before is untouched, the staging folder is gone, and a re-run with space writes it again."""
+    out = tmp_path / "tiny"
+    shutil.copytree(prepared, out)
+    before = {p.relative_to(out): sha256_file(p) for p in out.rglob("*") if p.is_file()}
+    real_open = open
+
+    def full_disk(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        return real_open("/dev/full" if "w" in mode else file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(packed_module, "open", full_disk, raising=False)
+    with pytest.raises(DensenasError, match=rf"{out}: cannot write the output \(No space left on device"):
+        prepare([str(folder)], out, data_params(on_corrupt="skip"))
+    assert {p.relative_to(out): sha256_file(p) for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"], "a staging folder was left behind"
+    monkeypatch.undo()
+    prepare([str(folder)], out, data_params(on_corrupt="skip"))
+    assert {p.relative_to(out): sha256_file(p) for p in out.rglob("*") if p.is_file()} == before

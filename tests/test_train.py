@@ -7,16 +7,19 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 from train_fixtures import REPO, prepare_small, quick_overrides, quick_params, write_tiny_net
 
+from densenas import checkpoint as checkpoint_module
 from densenas.checkpoint import load_checkpoint, seed_everything
 from densenas.config import TrainParams, load_params
 from densenas.data import build_loader, set_loader_epoch
 from densenas.distributed import DistContext
+from densenas.errors import DensenasError
 from densenas.registry import create_model
 from densenas.train import TrainSetup, cosine_lr, evaluate_accuracy, fit, make_criterion
 from densenas.train.stage import recipe_digest, run_name, run_training, set_bn_momentum, space_of
@@ -229,3 +232,35 @@ def test_recipe_bn_momentum_reaches_every_bn_of_a_baseline() -> None:
     assert norms and {m.momentum for m in norms} == {1 - 0.9997}
     set_bn_momentum(net, quick_params().train.bn_momentum)
     assert {m.momentum for m in norms} == {0.1}
+
+
+def test_disk_full_at_a_checkpoint_keeps_the_last_one_and_the_rerun_resumes(
+        trained: tuple[Path, Path], small_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 17: the second checkpoint.pt is written to /dev/full, so the kernel itself answers ENOSPC. The stage
+    fails with one named error, the epoch-1 checkpoint stays loadable, no temporary file is left, and the re-run
+    (space freed) resumes after epoch 1 and ends where an uninterrupted run ends."""
+    out, net_config = trained
+    real_open, checkpoint_writes = open, []
+
+    def filling_disk(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "w" in mode and Path(file).name.startswith(".checkpoint.pt."):
+            checkpoint_writes.append(file)
+            if len(checkpoint_writes) == 2:
+                return real_open("/dev/full", mode, *args, **kwargs)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "open", filling_disk, raising=False)
+    with pytest.raises(DensenasError, match=r"checkpoint\.pt: cannot write the output \(No space left on device; "
+                                            r"free some space and run the stage again"):
+        run_training(str(net_config), quick_params(), name="tiny", data_dir=small_data, out_dir=tmp_path,
+                     device="cpu")
+    assert load_checkpoint(tmp_path / "checkpoint.pt", {"kind": "train"})["state"]["epoch"] == 1
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    capfd.readouterr()
+    metrics = run_training(str(net_config), quick_params(), name="tiny", data_dir=small_data, out_dir=tmp_path,
+                           device="cpu")
+    assert "after epoch 1" in capfd.readouterr().err, "the re-run did not resume from the epoch-1 checkpoint"
+    expected = _load_json(out / "metrics.json")
+    assert (metrics["best"], metrics["last"]) == (expected["best"], expected["last"])

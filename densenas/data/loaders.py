@@ -7,7 +7,6 @@ CenterCrop(input_size); ImageNet mean/std (SPEC §6.1, §8). The augmentation of
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from densenas.data.packed import PackReader, decode_rgb, verify_split
 from densenas.data.prepare import FORMAT, MANIFEST, PREPARE_KEYS, SPLITS
 from densenas.distributed import DistContext
 from densenas.errors import DensenasError
+from densenas.input_files import load_json_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,13 +36,12 @@ _verified: set[tuple[str, int, int]] = set()  # (shard path, size, mtime_ns) alr
 def read_manifest(prepared_dir: str | Path) -> dict[str, Any]:
     """The manifest of a prepared dataset; ``manifest["splits"][split]["num_classes"]`` sizes a classifier."""
     path = Path(prepared_dir) / MANIFEST
-    if not path.is_file():
+    if not path.exists():
         raise DensenasError(f"{path}: not found; run `densenas prepare` first")
     try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DensenasError(f"{path}: not valid JSON ({exc.__class__.__name__}); run `densenas prepare` "
-                            "again") from None
+        manifest = load_json_file(path, "manifest")
+    except DensenasError as exc:
+        raise DensenasError(f"{exc}; run `densenas prepare` again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise DensenasError(f"{path}: format {found!r}, expected {FORMAT!r}; run `densenas prepare` again")
@@ -92,6 +91,10 @@ def build_loader(prepared_dir: str | Path, split: str, data_params: DataParams, 
     drop = train if drop_last is None else drop_last
     order = train if shuffle is None else shuffle
     ctx = distributed or DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    if drop and len(dataset) < batch_size * ctx.world_size:
+        raise DensenasError(f"{folder}: {len(dataset)} images, fewer than one batch of {batch_size} x "
+                            f"{ctx.world_size} process(es); every epoch would be empty (lower the batch size or "
+                            "prepare more images)")
     sampler = EpochSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=order, seed=seed,
                            drop_last=drop)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=data_params.workers,

@@ -24,11 +24,12 @@ from torchvision.io import encode_jpeg, encode_png
 from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
-from densenas.atomic import sha256_file, write_json
+from densenas.atomic import check_writable_dir, sha256_file, write_error, write_json
 from densenas.config import DataParams
 from densenas.data.packed import PackWriter, decode_rgb
 from densenas.data.sources import RawDataset, Sample, read_raw
 from densenas.errors import DensenasError
+from densenas.input_files import read_input_text
 
 FORMAT = "densenas-packed/1"
 SPLITS = ("search_train", "search_val", "train", "val")
@@ -56,10 +57,12 @@ def prepare(inputs: list[str], out: Path, data: DataParams) -> dict[str, Any]:
     if data.pack_short_side is not None and data.pack_short_side < data.input_size:
         raise DensenasError(f"data.pack_short_side: {data.pack_short_side} is below data.input_size "
                             f"{data.input_size}; stored images must be at least as large as the training crop")
+    check_writable_dir(out.parent)  # before the raw data is read: that can take minutes
     raw = read_raw(data.source, inputs)
     search_classes = select_search_classes(raw.classes, data.num_search_classes, data.class_list)
     search_cap = data.max_search_images_per_class or data.max_images_per_class
     plans = plan_splits(raw, search_classes, data.search_train_fraction, data.max_images_per_class, search_cap)
+    _check_no_empty_class(plans, raw)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.staging-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -72,6 +75,8 @@ def prepare(inputs: list[str], out: Path, data: DataParams) -> dict[str, Any]:
         manifest = _manifest(raw, search_classes, data, splits)
         write_json(staging / MANIFEST, manifest)
         _replace_dir(staging, out)
+    except OSError as exc:  # a full disk while packing: the staging folder goes, an earlier dataset stays
+        raise write_error(out, exc) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
@@ -84,11 +89,11 @@ def select_search_classes(classes: tuple[str, ...], num: int, class_list: str | 
             raise DensenasError(f"data.num_search_classes: {num} exceeds the {len(classes)} classes of the dataset")
         return classes[:num]
     path = Path(class_list)
-    if not path.is_file():
+    if not path.exists():
         raise DensenasError(f"data.class_list: {path}: file not found")
     known = set(classes)
     chosen: list[str] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_input_text(path, "class list").splitlines(), start=1):
         name = line.split("#", 1)[0].strip()
         if not name:
             continue
@@ -100,6 +105,18 @@ def select_search_classes(classes: tuple[str, ...], num: int, class_list: str | 
     if not chosen:
         raise DensenasError(f"{path}: no class ids in the file")
     return tuple(chosen)
+
+
+def _check_no_empty_class(plans: list[SplitPlan], raw: RawDataset) -> None:
+    """A split, or a class within one, without images would train or validate on nothing: refuse it by name."""
+    for plan in plans:
+        counts = np.bincount([label for _, label in plan.samples], minlength=len(plan.classes))
+        empty = [cls for cls, count in zip(plan.classes, counts.tolist(), strict=True) if count == 0]
+        if empty:
+            raise DensenasError(
+                f"{' '.join(raw.inputs)}: split {plan.name} would hold no images of class(es) "
+                f"{', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''} ({len(empty)} of {len(plan.classes)}); "
+                "every class needs images in train, val and both search splits (see data.search_train_fraction)")
 
 
 def plan_splits(raw: RawDataset, search_classes: tuple[str, ...], fraction: float,
@@ -142,6 +159,10 @@ def write_split(plan: SplitPlan, folder: Path, short_side: int | None, on_corrup
             writer.append(data, label, sample.name)
             per_class[label] += 1
         files = writer.close()
+    left_out = [cls for cls, count in zip(plan.classes, per_class, strict=True) if count == 0]
+    if left_out:
+        raise DensenasError(f"split {plan.name}: every image of class {left_out[0]} was unreadable and skipped "
+                            f"({len(left_out)} such classes); fix or remove those images")
     return {"num_classes": len(plan.classes), "count": sum(per_class), "per_class": per_class,
             "skipped": skipped, "files": files}
 

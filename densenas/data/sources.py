@@ -6,10 +6,11 @@ SPEC §12 B6) without decoding anything; `densenas.data.prepare` validates, resi
 
 from __future__ import annotations
 
-import gzip
 import io
+import math
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ DEVKIT_VAL_TRUTH = "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_trut
 # Formats torchvision.io.decode_image reads; other files in a class folder are not images (as in ImageFolder).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
+IDX_MAX_BYTES = 256 * 2**20  # decompressed size of one IDX file (Fashion-MNIST's largest: 45 MiB)
+FASHION_MNIST_SHAPE = (28, 28)  # pixels of every Fashion-MNIST image
 FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "val": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -252,8 +255,16 @@ def read_fashion_mnist(folder: Path) -> RawDataset:
     for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
         images = read_idx(folder / images_name, ndim=3)
         labels = read_idx(folder / labels_name, ndim=1)
-        if len(images) != len(labels) or labels.max(initial=0) >= len(ids):
-            raise DensenasError(f"{folder / labels_name}: labels do not match {images_name}")
+        if len(images) != len(labels):
+            raise DensenasError(f"{folder / labels_name}: {len(labels)} labels for the {len(images)} images of "
+                                f"{images_name}")
+        if images.shape[1:] != FASHION_MNIST_SHAPE:
+            raise DensenasError(f"{folder / images_name}: images of {images.shape[1]}x{images.shape[2]} pixels, "
+                                f"expected {FASHION_MNIST_SHAPE[0]}x{FASHION_MNIST_SHAPE[1]}")
+        bad = np.flatnonzero(labels >= len(ids))
+        if bad.size:
+            raise DensenasError(f"{folder / labels_name}: label {int(labels[bad[0]])} at index {int(bad[0])} is out "
+                                f"of range (expected 0 to {len(ids) - 1})")
         per_class: dict[str, list[Sample]] = {c: [] for c in ids}
         for index, (image, label) in enumerate(zip(images, labels, strict=True)):
             per_class[ids[label]].append(
@@ -266,14 +277,24 @@ def read_fashion_mnist(folder: Path) -> RawDataset:
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """An IDX file of unsigned bytes (magic 0x08, ``ndim`` dimensions), gzip-compressed."""
     try:
-        data = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError) as exc:
+        inflate = zlib.decompressobj(wbits=31)  # gzip framing
+        data = inflate.decompress(path.read_bytes(), IDX_MAX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
         raise DensenasError(f"{path}: not a readable .gz file ({exc})") from None
+    if len(data) > IDX_MAX_BYTES:  # a decompression bomb would fill memory before any check
+        raise DensenasError(f"{path}: decompresses to more than {IDX_MAX_BYTES // 2**20} MiB; Fashion-MNIST's largest "
+                            "file has 45 MiB")
+    if not inflate.eof:
+        raise DensenasError(f"{path}: not a readable .gz file (the compressed stream ends early: truncated?)")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DensenasError(f"{path}: {len(data)} bytes, shorter than the {header}-byte header of an IDX file")
     magic = int.from_bytes(data[:4], "big")
     if magic != 0x0800 + ndim:
         raise DensenasError(f"{path}: not an IDX file of {ndim}-d unsigned bytes (magic {magic:#x})")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    pixels = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if pixels.size != int(np.prod(shape)):
-        raise DensenasError(f"{path}: expected {shape} values, found {pixels.size}")
-    return pixels.reshape(shape)
+    values = len(data) - header
+    if values != math.prod(shape) or values == 0:
+        raise DensenasError(f"{path}: the header promises {'x'.join(map(str, shape))} values, the file holds "
+                            f"{values}{' (truncated?)' if values < math.prod(shape) else ''}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)

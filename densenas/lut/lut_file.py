@@ -21,6 +21,7 @@ import torch
 
 from densenas.atomic import write_json
 from densenas.errors import DensenasError
+from densenas.input_files import load_json_file
 from densenas.lut.profile import count_flops, device_info, profile_latency
 from densenas.lut.sites import supernet_sites
 from densenas.spaces.space import SearchSpace
@@ -98,12 +99,7 @@ def write_lut(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
 
 def read_lut(path: str | os.PathLike[str]) -> dict[str, Any]:
     source = Path(path)
-    if not source.is_file():
-        raise DensenasError(f"{source}: LUT file not found")
-    try:
-        doc = json.loads(source.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DensenasError(f"{source}: not a JSON LUT file ({exc.__class__.__name__})") from None
+    doc = load_json_file(source, "LUT file")
     validate_lut(doc, str(source))
     if doc[INTEGRITY] != content_sha256(doc):
         raise DensenasError(f"{source}: content differs from its {INTEGRITY} (the file was edited or damaged "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from densenas.arch import PathArch, to_net_config
 from densenas.atomic import write_json, write_text
 from densenas.errors import DensenasError
+from densenas.input_files import load_json_file
 from densenas.net_config import NetConfig
 from densenas.search.derive import derive_arch, transition_probs
 from densenas.spaces import build_topology, load_space
@@ -57,12 +57,7 @@ def write_arch_params(path: Path, header: dict[str, Any], snapshots: list[dict[s
 
 def load_arch_params(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DensenasError(f"{path}: arch params file not found") from None
-    except json.JSONDecodeError as exc:
-        raise DensenasError(f"{path}: not valid JSON (line {exc.lineno})") from None
+    data = load_json_file(path, "arch params file")
     if not isinstance(data, dict) or data.get("format") != ARCH_PARAMS_FORMAT:
         raise DensenasError(f"{path}: expected an arch params file with format '{ARCH_PARAMS_FORMAT}'")
     if not data.get("epochs"):

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from densenas.errors import DensenasError
+from densenas.input_files import load_yaml_text, read_input_text
 
 _SPACE_FILES = {"mbv2": "mbv2.yaml", "resnet": "resnet.yaml"}
 _FAMILIES = ("mbv2", "res")
@@ -67,16 +66,12 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         text = source.read_text()
     else:
         path = Path(name_or_path)
-        if not path.is_file():
+        if not path.exists():
             raise DensenasError(
                 f"search space '{name_or_path}': not a shipped space ({', '.join(list_spaces())}) nor a file"
             )
-        label, text = str(path), path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DensenasError(f"{label}: not valid YAML ({exc.__class__.__name__})") from exc
-    return _space_from_dict(raw, label)
+        label, text = str(path), read_input_text(path, "search-space file")
+    return _space_from_dict(load_yaml_text(text, label), label)
 
 
 def _space_from_dict(raw: object, label: str) -> SearchSpace:
