@@ -169,6 +169,9 @@ def cmd_search(args: argparse.Namespace) -> None:
     variant = None if args.warmup else args.variant
     data_dir = Path(args.data or f"data/prepared/{params.dataset}")
     out = Path(args.out or f"results/search/{space}/{variant or WARMUP}")
+    if args.lut and params.lut.source == "official":
+        print(f"search: lut.source is official: searching against the shipped TITAN-XP table, not {args.lut}",
+              file=sys.stderr)
     ctx = init_distributed(args.device)
     try:
         job = make_job(params, ctx, space_name=space, variant=variant, lut=Path(args.lut) if args.lut else None,
@@ -188,6 +191,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         stage="search", space=space, variant=job.variant, metrics_file=out / "metrics.json",
         history_file=out / "history.csv", manifest_file=data_dir / "manifest.json",
         artifacts=[out / "arch_params.json", out / "net_config.json", out / "net_config.txt"],
+        extra_params={"lut_source": metrics["lut_source"]},
     ))
 
 
@@ -345,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--warmup", action="store_true", help="run only the weights-only warm-up epochs")
     search.add_argument("--warmup-from", default=None, metavar="CHECKPOINT",
                         help="start the variant's architecture phase from this finished warm-up checkpoint")
-    search.add_argument("--lut", default=None, help="latency LUT JSON (latency variants; from `densenas lut`)")
+    search.add_argument("--lut", default=None, help="latency LUT JSON (latency variants; from `densenas lut`); not "
+                        "used under lut.source: official, which reads the shipped TITAN-XP table")
     search.add_argument("--data", default=None, help="prepared dataset (default: data/prepared/{params dataset})")
     search.add_argument("--out", default=None, help="output folder (default: results/search/{space}/{variant})")
     search.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")

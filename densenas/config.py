@@ -43,6 +43,7 @@ class DataParams:
 
 @dataclass(frozen=True)
 class LutParams:
+    source: str      # measured (the LUT stage's table) or official (the shipped TITAN-XP table): what the search uses
     device: str
     batch: int
     warmup: int

@@ -48,6 +48,7 @@ rule search:
         cli=DIST_CLI,
         search=lambda w: P.raw["search"]["spaces"][w.space],
         quirks=section("quirks"),
+        lut_source=P.lut.source,
         lut_flag=lut_flag,
     wildcard_constraints:
         variant=VARIANT,
