@@ -199,7 +199,7 @@ def cmd_derive(args: argparse.Namespace) -> None:
     from densenas.search.records import derive_from_arch_params, write_net_config
 
     params = _stage_params(args)
-    config = derive_from_arch_params(Path(args.arch_params), args.epoch)
+    config = derive_from_arch_params(Path(args.arch_params), args.epoch or params.search.retrain_epoch)
     out = Path(args.out or Path(args.arch_params).with_name("net_config.json"))
     write_net_config(out, config)
     print(f"derive: path {list(config.node_path or ())}, {len(config.blocks)} blocks -> {out} "
@@ -358,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     derive = sub.add_parser("derive", help="net_config (JSON + official string .txt) from a search's arch_params.json")
     derive.add_argument("--arch-params", required=True, help="arch_params.json written by `densenas search`")
-    derive.add_argument("--epoch", default="last", help="last (default), init, or an epoch number")
+    derive.add_argument("--epoch", default=None, help="last, best_supernet_val (the search epoch with the best "
+                        "supernet val top-1), init, or an epoch number (default: params search.retrain_epoch)")
     derive.add_argument("--out", default=None, help="net_config.json to write (default: beside the arch params)")
     derive.set_defaults(func=cmd_derive)
 

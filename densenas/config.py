@@ -95,6 +95,7 @@ class SpaceSearchParams:
 @dataclass(frozen=True)
 class SearchParams:
     space: str
+    retrain_epoch: str   # last or best_supernet_val: the epoch whose architecture is derived and retrained
     amp: bool
     channels_last: bool
     checkpoint_every_steps: int

@@ -79,3 +79,12 @@ def test_switching_the_source_changes_the_search_identity(prepared: Path, tmp_pa
     official = _job(prepared, lut, **{"lut.source": "official"})
     assert official.info["lut_source"] == "official", "lut.source official ignores --lut"
     assert measured.identity["digest"] != official.identity["digest"]
+
+
+def test_best_supernet_val_needs_a_validated_search_epoch(prepared: Path) -> None:
+    """The embedded schedule validates no search epoch (val_start_epoch = epochs): refused before any work."""
+    with pytest.raises(DensenasError, match=r"retrain_epoch is best_supernet_val .*mbv2.val_start_epoch \(4\)"):
+        _job(prepared, None, **{"search.retrain_epoch": "best_supernet_val", "lut.source": "official"})
+    job = _job(prepared, None, **{"search.retrain_epoch": "best_supernet_val", "lut.source": "official",
+                                  "search.spaces.mbv2.val_start_epoch": 3})
+    assert job.retrain_epoch == "best_supernet_val"

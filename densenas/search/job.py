@@ -64,7 +64,7 @@ def make_job(params: Params, ctx: DistContext, *, space_name: str, variant: str 
         net_num_classes=int(manifest["splits"]["train"]["num_classes"]), warmup_from=warmup_from,
         amp=params.search.amp, channels_last=params.search.channels_last,
         checkpoint_every_steps=params.search.checkpoint_every_steps, info=info,
-        device_label=device_label(ctx), world_size=ctx.world_size,
+        device_label=device_label(ctx), world_size=ctx.world_size, retrain_epoch=params.search.retrain_epoch,
     )
 
 
@@ -84,6 +84,11 @@ def _check_request(params: Params, space: str, variant: str | None, lut: Path | 
         raise DensenasError(f"search.spaces.{space}.variants: no variant '{variant}' (expected one of: "
                             f"{', '.join(sorted(settings.variants))})")
     objective = settings.variants[variant]
+    if params.search.retrain_epoch == "best_supernet_val" and max(settings.val_start_epoch,
+                                                                   settings.warmup_epochs) >= settings.epochs:
+        raise DensenasError(f"search.retrain_epoch is best_supernet_val but search.spaces.{space}.val_start_epoch "
+                            f"({settings.val_start_epoch}) leaves no validated search epoch before epochs "
+                            f"({settings.epochs}); lower val_start_epoch or use retrain_epoch: last")
     if objective.objective == "latency" and lut is None and params.lut.source == "measured":
         raise DensenasError(f"variant '{variant}' optimises latency and needs a LUT: pass --lut "
                             f"results/luts/{space}/<device>.json (made by `densenas lut`)")

@@ -73,6 +73,7 @@ class SearchJob:
     info: dict[str, Any] = field(default_factory=dict)
     device_label: str = "1 x cpu"
     world_size: int = 1
+    retrain_epoch: str = "last"   # which epoch's architecture net_config.json holds (params search.retrain_epoch)
 
     @property
     def end_epoch(self) -> int:

@@ -80,13 +80,14 @@ rule derive:
         variant=VARIANT,
     params:
         cli=CLI,
+        retrain_epoch=P.search.retrain_epoch,
     priority: 10
     log:
         "logs/derive/{space}/{variant}.log",
     conda:
         ENV
     shell:
-        "{params.cli} derive --arch-params {input} --out {output} > {log} 2>&1"
+        "{params.cli} derive --arch-params {input} --epoch {params.retrain_epoch} --out {output} > {log} 2>&1"
 
 
 rule random_arch:
