@@ -83,6 +83,7 @@ class SpaceSearchParams:
     warmup_epochs: int
     val_start_epoch: int
     batch_size: int
+    bn_group_size: int | None   # images per training-mode BN statistic (ghost BN); None: the per-process batch
     weight_sample_num: int
     arch_sample_num: int
     sample_policy: str

@@ -88,3 +88,22 @@ def test_best_supernet_val_needs_a_validated_search_epoch(prepared: Path) -> Non
     job = _job(prepared, None, **{"search.retrain_epoch": "best_supernet_val", "lut.source": "official",
                                   "search.spaces.mbv2.val_start_epoch": 3})
     assert job.retrain_epoch == "best_supernet_val"
+
+
+def test_bn_groups_must_fit_the_per_process_batch(prepared: Path) -> None:
+    """Paper preset: groups of 88 in 352 images fit one process (or 4); on 8 processes (44 each) they would span
+    two ranks, which is refused by name."""
+    params = load_params(REPO / "params.yaml", preset="paper")
+    assert params.search.spaces["mbv2"].bn_group_size == 88
+    assert params.search.spaces["resnet"].bn_group_size == 128
+    assert load_params(REPO / "params.yaml").search.spaces["mbv2"].bn_group_size is None
+    for world in (1, 4):
+        ctx = DistContext(rank=0, world_size=world, local_rank=0, device=torch.device("cpu"))
+        make_job(params, ctx, space_name="mbv2", variant="lat_c", lut=None, prepared_dir=prepared,
+                 out_dir=prepared / "out", warmup_from=None)
+    eight = DistContext(rank=0, world_size=8, local_rank=0, device=torch.device("cpu"))
+    with pytest.raises(DensenasError, match=r"bn_group_size 88 exceeds the per-process batch 44 .* at most 4"):
+        make_job(params, eight, space_name="mbv2", variant="lat_c", lut=None, prepared_dir=prepared,
+                 out_dir=prepared / "out", warmup_from=None)
+    with pytest.raises(DensenasError, match="bn_group_size 5 does not divide the per-process batch 64"):
+        _job(prepared, None, **{"lut.source": "official", "search.spaces.mbv2.bn_group_size": 5})

@@ -15,7 +15,7 @@ from densenas.atomic import sha256_file
 from densenas.config import Params, VariantParams, params_digest
 from densenas.cost_table import CostTable
 from densenas.data import read_manifest
-from densenas.distributed import DistContext
+from densenas.distributed import DistContext, per_rank_batch
 from densenas.errors import DensenasError
 from densenas.official_lut import official_cost_table
 from densenas.search.loop import WARMUP, SearchJob
@@ -42,6 +42,9 @@ def make_job(params: Params, ctx: DistContext, *, space_name: str, variant: str 
     if params.lut.source == "official":
         lut = None  # the shipped table replaces the measured one (the caller reports a --lut it was given)
     objective = _check_request(params, space_name, variant, lut, warmup_from)
+    if settings.bn_group_size is not None:
+        _check_bn_groups(settings.bn_group_size, per_rank_batch(settings.batch_size, ctx), space_name,
+                         ctx.world_size)
     base = warmup_digest(params, space_name)
     warmup_identity = {"kind": "search", "space": space_name, "variant": WARMUP, "digest": base}
     manifest = read_manifest(prepared_dir)
@@ -66,6 +69,17 @@ def make_job(params: Params, ctx: DistContext, *, space_name: str, variant: str 
         checkpoint_every_steps=params.search.checkpoint_every_steps, info=info,
         device_label=device_label(ctx), world_size=ctx.world_size, retrain_epoch=params.search.retrain_epoch,
     )
+
+
+def _check_bn_groups(group: int, batch: int, space: str, world_size: int) -> None:
+    """Ghost BN groups live inside one process's batch: groups spanning devices would need a cross-rank BN."""
+    if batch < group:
+        raise DensenasError(f"search.spaces.{space}.bn_group_size {group} exceeds the per-process batch {batch} "
+                            f"(batch_size over {world_size} processes): a BN group cannot span processes; run on "
+                            f"at most {max(world_size * batch // group, 1)} process(es) or lower bn_group_size")
+    if batch % group:
+        raise DensenasError(f"search.spaces.{space}.bn_group_size {group} does not divide the per-process batch "
+                            f"{batch} (batch_size over {world_size} process(es)); pick a divisor or null")
 
 
 def _check_request(params: Params, space: str, variant: str | None, lut: Path | None,
