@@ -57,7 +57,7 @@ class VariantParams:
     objective: str
     lambda_: float
     tau: float
-    paper_row: str | None = None   # the paper-table row this variant reproduces (e.g. DenseNAS-R1)
+    paper_row: str | None = None   # the paper-table row this variant is compared with (e.g. DenseNAS-R1)
 
 
 @dataclass(frozen=True)
