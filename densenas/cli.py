@@ -228,6 +228,17 @@ def cmd_report(args: argparse.Namespace) -> None:
     log_stage(params, StageRecord(stage=f"report_{args.what}", space=args.space, artifacts=written))
 
 
+def cmd_convert_official(args: argparse.Namespace) -> None:
+    from densenas.official_weights import convert_official, read_official_state_dict, write_converted
+
+    source = Path(args.checkpoint)
+    net = convert_official(read_official_state_dict(source), args.model, str(source))
+    write_converted(net, Path(args.out), source, args.model)
+    print(f"convert-official {args.model}: {len(net.state_dict())} tensors from {source} -> {args.out} (evaluate "
+          f"with `densenas evaluate --model {args.model} --checkpoint {args.out}` on 1000-class ImageNet val)",
+          file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from densenas.registry import list_models
     from densenas.train.stage import run_name, run_training, space_of
@@ -392,6 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                           help="where the accuracy is computed (latency: params evaluate.latency_device)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    convert = sub.add_parser("convert-official", help="map an official DenseNAS-A/B/C checkpoint (the authors' "
+                             "published weights) onto the zoo model, as a checkpoint `densenas evaluate` accepts")
+    convert.add_argument("checkpoint", help="official state dict (.pth; `module.` prefix and a wrapping dict are "
+                         "accepted); loaded with weights_only=True")
+    convert.add_argument("--model", required=True, help="densenas_a, densenas_b or densenas_c")
+    convert.add_argument("--out", required=True, help="checkpoint to write (e.g. results/train/densenas_c_official/"
+                         "best.pt)")
+    convert.set_defaults(func=cmd_convert_official)
 
     show = sub.add_parser("params", help="print the resolved, validated params (preset and --set applied)")
     show.set_defaults(func=cmd_params)
