@@ -10,7 +10,6 @@ the wrong place silently. Loading stays ``weights_only``: nothing in the file is
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from functools import cache
 from importlib import resources
@@ -48,13 +47,13 @@ def read_official_state_dict(path: Path) -> dict[str, torch.Tensor]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DensenasError(f"{path}: checkpoint not found") from None
-    except pickle.UnpicklingError as exc:
+    except Exception as exc:  # weights_only names the first global it refuses; anything else is not a checkpoint
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        what = f"e.g. {found[1]}" if found else "not only tensors"
+        if found is None:
+            raise DensenasError(f"{path}: not a readable torch checkpoint ({exc.__class__.__name__})") from None
         raise DensenasError(f"{path}: refused: it cannot be loaded with weights_only=True (it pickles Python objects, "
-                            f"{what}); re-save its state dict alone with torch.save(model.state_dict(), ...)") from None
-    except Exception as exc:  # a truncated or foreign file
-        raise DensenasError(f"{path}: not a readable torch checkpoint ({exc.__class__.__name__})") from None
+                            f"e.g. {found[1]}); re-save its state dict alone with torch.save(model.state_dict(), "
+                            "...)") from None
     state = _unwrap(payload, path)
     if all(name.startswith(PREFIX) for name in state):
         state = {name.removeprefix(PREFIX): tensor for name, tensor in state.items()}

@@ -123,6 +123,10 @@ def test_unknown_model_and_missing_file(capsys, tmp_path: Path) -> None:
     code, err = _cli(capsys, "convert-official", str(tmp_path / "none.pth"), "--model", "densenas_c", "--out",
                      str(tmp_path / "x.pt"))
     assert code == 2 and "checkpoint not found" in err, err
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x80\x02not a checkpoint at all" * 10)
+    code, err = _cli(capsys, "convert-official", str(garbage), "--model", "densenas_c", "--out", str(tmp_path / "x.pt"))
+    assert code == 2 and "not a readable torch checkpoint" in err, err
 
 
 @pytest.mark.e2e
