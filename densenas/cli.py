@@ -214,6 +214,9 @@ def cmd_search(args: argparse.Namespace) -> None:
     data_dir = Path(args.data or f"data/prepared/{params.dataset}")
     out = Path(args.out or f"results/search/{space}/{variant or WARMUP}")
     check_writable_dir(out)
+    if args.lut and params.lut.source == "official":
+        print(f"search: lut.source is official: searching against the shipped TITAN-XP table, not {args.lut}",
+              file=sys.stderr)
     ctx = init_distributed(args.device)
     try:
         job = make_job(params, ctx, space_name=space, variant=variant, lut=Path(args.lut) if args.lut else None,
@@ -233,6 +236,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         stage="search", space=space, variant=job.variant, metrics_file=out / "metrics.json",
         history_file=out / "history.csv", manifest_file=data_dir / "manifest.json",
         artifacts=[out / "arch_params.json", out / "net_config.json", out / "net_config.txt"],
+        extra_params={"lut_source": metrics["lut_source"]},
     ))
 
 
@@ -243,7 +247,7 @@ def cmd_derive(args: argparse.Namespace) -> None:
     out = Path(args.out or Path(args.arch_params).with_name("net_config.json"))
     check_writable(out)
     check_writable(out.with_suffix(".txt"))
-    config = derive_from_arch_params(Path(args.arch_params), args.epoch)
+    config = derive_from_arch_params(Path(args.arch_params), args.epoch or params.search.retrain_epoch)
     write_net_config(out, config)
     print(f"derive: path {list(config.node_path or ())}, {len(config.blocks)} blocks -> {out} "
           f"(+ {out.with_suffix('.txt').name})", file=sys.stderr)
@@ -271,6 +275,17 @@ def cmd_report(args: argparse.Namespace) -> None:
         report.figure_beta_evolution(paths.search_dir(args.space, variant) / "arch_params.json", written[1])
         report.figure_training_curves(models, paths, written[2])
     log_stage(params, StageRecord(stage=f"report_{args.what}", space=args.space, artifacts=written))
+
+
+def cmd_convert_official(args: argparse.Namespace) -> None:
+    from densenas.official_weights import convert_official, read_official_state_dict, write_converted
+
+    source = Path(args.checkpoint)
+    net = convert_official(read_official_state_dict(source), args.model, str(source))
+    write_converted(net, Path(args.out), source, args.model)
+    print(f"convert-official {args.model}: {len(net.state_dict())} tensors from {source} -> {args.out} (evaluate "
+          f"with `densenas evaluate --model {args.model} --checkpoint {args.out}` on 1000-class ImageNet val)",
+          file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -403,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--warmup", action="store_true", help="run only the weights-only warm-up epochs")
     search.add_argument("--warmup-from", default=None, metavar="CHECKPOINT",
                         help="start the variant's architecture phase from this finished warm-up checkpoint")
-    search.add_argument("--lut", default=None, help="latency LUT JSON (latency variants; from `densenas lut`)")
+    search.add_argument("--lut", default=None, help="latency LUT JSON (latency variants; from `densenas lut`); not "
+                        "used under lut.source: official, which reads the shipped TITAN-XP table")
     search.add_argument("--data", default=None, help="prepared dataset (default: data/prepared/{params dataset})")
     search.add_argument("--out", default=None, help="output folder (default: results/search/{space}/{variant})")
     search.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -411,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     derive = sub.add_parser("derive", help="net_config (JSON + official string .txt) from a search's arch_params.json")
     derive.add_argument("--arch-params", required=True, help="arch_params.json written by `densenas search`")
-    derive.add_argument("--epoch", default="last", help="last (default), init, or an epoch number")
+    derive.add_argument("--epoch", default=None, help="last, best_supernet_val (the search epoch with the best "
+                        "supernet val top-1), init, or an epoch number (default: params search.retrain_epoch)")
     derive.add_argument("--out", default=None, help="net_config.json to write (default: beside the arch params)")
     derive.set_defaults(func=cmd_derive)
 
@@ -444,6 +461,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                           help="where the accuracy is computed (latency: params evaluate.latency_device)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    convert = sub.add_parser("convert-official", help="map an official DenseNAS-A/B/C checkpoint (the authors' "
+                             "published weights) onto the zoo model, as a checkpoint `densenas evaluate` accepts")
+    convert.add_argument("checkpoint", help="official state dict (.pth; `module.` prefix and a wrapping dict are "
+                         "accepted); loaded with weights_only=True")
+    convert.add_argument("--model", required=True, help="densenas_a, densenas_b or densenas_c")
+    convert.add_argument("--out", required=True, help="checkpoint to write (e.g. results/train/densenas_c_official/"
+                         "best.pt)")
+    convert.set_defaults(func=cmd_convert_official)
 
     show = sub.add_parser("params", help="print the resolved, validated params (preset and --set applied)")
     show.set_defaults(func=cmd_params)

@@ -45,6 +45,7 @@ class DataParams:
 
 @dataclass(frozen=True)
 class LutParams:
+    source: str      # measured (the LUT stage's table) or official (the shipped TITAN-XP table): what the search uses
     device: str
     batch: int
     warmup: int
@@ -58,7 +59,7 @@ class VariantParams:
     objective: str
     lambda_: float
     tau: float
-    paper_row: str | None = None   # the paper-table row this variant reproduces (e.g. DenseNAS-R1)
+    paper_row: str | None = None   # the paper-table row this variant is compared with (e.g. DenseNAS-R1)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class SpaceSearchParams:
     warmup_epochs: int
     val_start_epoch: int
     batch_size: int
+    bn_group_size: int | None   # images per training-mode BN statistic (ghost BN); None: the per-process batch
     weight_sample_num: int
     arch_sample_num: int
     sample_policy: str
@@ -96,6 +98,7 @@ class SpaceSearchParams:
 @dataclass(frozen=True)
 class SearchParams:
     space: str
+    retrain_epoch: str   # last or best_supernet_val: the epoch whose architecture is derived and retrained
     amp: bool
     channels_last: bool
     checkpoint_every_steps: int

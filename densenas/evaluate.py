@@ -17,13 +17,17 @@ from densenas.chained_cost import architecture_cost
 from densenas.checkpoint import load_checkpoint
 from densenas.complexity import count_mult_adds, count_params
 from densenas.config import EvaluateParams, Params
+from densenas.cost_table import CostTable
 from densenas.errors import DensenasError
 from densenas.latency import measure_latency
 from densenas.lut import load_cost_table, read_lut
 from densenas.lut.profile import device_info
 from densenas.net_config import NetConfig, load_net_config
+from densenas.official_lut import official_cost_table
 from densenas.registry import create_model, get_entry, list_models, published_archs
 from densenas.spaces import build_topology, load_space
+from densenas.spaces.space import SearchSpace
+from densenas.spaces.topology import Topology
 from densenas.train.accuracy import evaluate_accuracy
 from densenas.train.stage import SPACE_OF_NET_TYPE
 from densenas.train.trainer import architecture_digest
@@ -106,6 +110,7 @@ def evaluate_model(model_source: str, *, name: str, checkpoint: Path, val_loader
         "mult_adds_m_224": count_mult_adds(net_224, (1, 3, PAPER_INPUT_SIZE, PAPER_INPUT_SIZE)) / 1e6,
         "latency": measured_latency(net_224, params.evaluate),
         "lut_latency": predicted,
+        "lut_titanxp_ms": titanxp_latency_ms(model_source),
         "params_digest": params.digest,
     }
 
@@ -115,13 +120,40 @@ def predicted_latency(model_source: str, lut: Path) -> dict[str, Any]:
     the net_config's node path, one-hot op weights, and the skip layers the net_config dropped (Q16) placed after
     its kept ops. Recorded with the LUT's own input size, batch, classes (Q12) and device."""
     config = _net_config(model_source)
-    if config.node_path is None:
-        raise DensenasError(f"{model_source}: the net_config has no node_path, so its LUT latency cannot be predicted")
-    space = load_space(SPACE_OF_NET_TYPE.get(config.net_type, config.net_type))
-    topology = build_topology(space)
+    space, topology = _space_of(config)
     doc = read_lut(lut)
     table = load_cost_table(lut, space, topology, input_size=doc["input_size"], batch=doc["batch"], metric="latency")
+    value = _path_cost(model_source, config, space, topology, table)
+    return {"latency_ms": value, "unit": doc["units"], "lut": str(lut), "skip_placement": "after the kept ops",
+            "input_size": doc["input_size"], "batch": doc["batch"], "num_classes": doc["num_classes"],
+            "dtype": doc["dtype"], "device": doc["device"].get("name")}
+
+
+def titanxp_latency_ms(model_source: str) -> float | None:
+    """The path sum of an MBV2 DenseNAS-family network over the official TITAN-XP batch-32 table, every stacked
+    layer with its own row (SPEC §5.3: DenseNAS-A/B/C 13.646 / 15.817 / 18.012 ms): the one latency figure that
+    lines up with the paper's, whatever device this run measured on. None for other networks."""
+    if model_source in list_models() and get_entry(model_source).net_config is None:
+        return None  # a torchvision baseline
+    config = _net_config(model_source)
+    if config.net_type != "mbv2" or config.node_path is None:
+        return None
+    space, topology = _space_of(config)
+    table, _ = official_cost_table(space)
+    return _path_cost(model_source, config, space, topology, table)
+
+
+def _space_of(config: NetConfig) -> tuple[SearchSpace, Topology]:
+    space = load_space(SPACE_OF_NET_TYPE.get(config.net_type, config.net_type))
+    return space, build_topology(space)
+
+
+def _path_cost(model_source: str, config: NetConfig, space: SearchSpace, topology: Topology,
+               table: CostTable) -> float:
+    """p = 1 along the node path, one-hot ops, dropped layers as skips after the kept ops (Q16)."""
     path = config.node_path
+    if path is None:
+        raise DensenasError(f"{model_source}: the net_config has no node_path, so its LUT latency cannot be predicted")
     routing = config.blocks[1:] if space.family == "mbv2" else config.blocks  # MBV2: blocks[0] is the fixed block
     if len(routing) != len(path) - 2:
         raise DensenasError(f"{model_source}: {len(routing)} routing blocks but node_path {list(path)}")
@@ -129,10 +161,7 @@ def predicted_latency(model_source: str, lut: Path) -> dict[str, Any]:
     for spec, node in zip(routing, path[1:-1], strict=True):
         skips = topology.stacked_layers[node] - len(spec.stack_ops)
         stack_ops.append([space.stack_ops.index(op) for op in (*spec.stack_ops, *[SKIP] * skips)])
-    value = architecture_cost(topology, table, path, [space.head_ops.index(s.head_op) for s in routing], stack_ops)
-    return {"latency_ms": value, "unit": doc["units"], "lut": str(lut), "skip_placement": "after the kept ops",
-            "input_size": doc["input_size"], "batch": doc["batch"], "num_classes": doc["num_classes"],
-            "dtype": doc["dtype"], "device": doc["device"].get("name")}
+    return architecture_cost(topology, table, path, [space.head_ops.index(s.head_op) for s in routing], stack_ops)
 
 
 def _net_config(model_source: str) -> NetConfig:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from densenas.atomic import sha256_file
 from densenas.cost_table import CostTable
 from densenas.errors import DensenasError
 from densenas.input_files import load_json_text, read_input_text
@@ -29,6 +30,9 @@ from densenas.spaces.topology import Topology, build_topology
 logger = logging.getLogger(__name__)
 
 OFFICIAL_TABLES = ("lat_list_densenas_mbv2_xp32", "lat_list_resv2_32", "lat_list_resv2_32_reg10")
+# The table a space is searched against under `lut.source: official` (ResNet: skip_reg is applied by the search,
+# which turns lat_list_resv2_32 into lat_list_resv2_32_reg10, SPEC §5.1).
+OFFICIAL_SPACE_TABLES = {"mbv2": "lat_list_densenas_mbv2_xp32", "resnet": "lat_list_resv2_32"}
 OFFICIAL_DEVICE = "NVIDIA TITAN Xp (official DenseNAS table)"
 OFFICIAL_BATCH = 32
 OFFICIAL_INPUT_SIZE = 224
@@ -119,6 +123,16 @@ def import_official_lut(
             logger.warning(message)
     report = OfficialLutReport(label, space.name, values, values - surplus_count, surplus, warnings)
     return table, report
+
+
+def official_cost_table(space: SearchSpace | str) -> tuple[CostTable, dict[str, Any]]:
+    """The shipped official table of ``space`` with every stacked layer's own row (as the official chain reads it),
+    and a record of which table it is (name, sha256, batch, input size, device)."""
+    space = load_space(space) if isinstance(space, str) else space
+    name = OFFICIAL_SPACE_TABLES[space.name]
+    table, _ = import_official_lut(name, space)
+    return table, {"lut": name, "lut_sha256": sha256_file(official_table_path(name)),
+                   "input_size": OFFICIAL_INPUT_SIZE, "batch": OFFICIAL_BATCH, "device": OFFICIAL_DEVICE}
 
 
 def official_lut_document(path: str | os.PathLike[str], space: SearchSpace | str) -> tuple[dict[str, Any],

@@ -29,6 +29,15 @@ PAPER_ROW_MODELS = {
     "resnet": {"ResNet-18": "resnet18", "ResNet-34": "resnet34", "ResNet-50-B": "resnet50"},
 }
 PAPER_TABLE_FILES = {"mbv2": "paper_tables.csv", "resnet": "paper_tables_resnet.csv"}
+# (paper column, this run's column in the paper's units, difference column = ours - paper's), in table order. The
+# latency that lines up with the paper's TITAN-XP figures is the path sum over the official TITAN-XP table.
+COMPARED = {
+    "mbv2": (("flops_m", "mult_adds_m_224", "diff_mult_adds_m"), ("params_m", "params_m_224", "diff_params_m"),
+             ("gpu_latency_ms", "lut_titanxp_ms", "diff_lut_titanxp_ms"), ("top1", "top1", "diff_top1"),
+             ("search_gpu_hours", "search_device_hours", "diff_search_gpu_hours")),
+    "resnet": (("flops_g", "flops_g_224", "diff_flops_g"), ("params_m", "params_m_224", "diff_params_m"),
+               ("top1", "top1", "diff_top1")),
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,7 @@ def measured_columns(model: str, paths: ResultPaths, params: Params) -> dict[str
         "latency_device": _get(ev, "latency.protocol.device_name"),
         "lut_latency_ms": _get(ev, "lut_latency.latency_ms"),
         "lut_input_size": _get(ev, "lut_latency.input_size"),  # the LUT's own input: 32 px in the embedded run
+        "lut_titanxp_ms": _get(ev, "lut_titanxp_ms"),
         "dataset": _get(ev, "dataset"),
         "input_size": _get(ev, "input_size"),
         "train_epochs": _get(tr, "epochs"),
@@ -102,33 +112,65 @@ def measured_columns(model: str, paths: ResultPaths, params: Params) -> dict[str
         search = paths.search_dir(space, variant) / "metrics.json"
         if search.is_file():
             record = _read_json(search)
-            row["search_hours"] = _get(record, "search_hours")
-            row["search_device"] = _get(record, "device")
+            setting = params.search.retrain_epoch
+            row.update({
+                "search_hours": _get(record, "search_hours"),          # wall clock
+                "search_device_hours": _get(record, "device_hours"),   # wall clock x world size: the GPU-hours
+                "search_device": _get(record, "device"),
+                "search_world_size": _get(record, "world_size"),
+                "search_lut_source": _get(record, "lut_source"),
+                "retrain_epoch": setting,
+                "retrain_epoch_number": _get(record, f"retrain_epochs.{setting}"),
+            })
     return row
 
 
 def build_table(space: str, models: list[str], paths: ResultPaths, params: Params) -> pd.DataFrame:
-    """Every paper row (paper columns verbatim, measured columns where a model maps to it), then this run's
-    searched variants (``{space}-{variant}``) as extra rows."""
+    """Every paper row (paper columns verbatim, measured columns where a model maps to it). A searched variant
+    with a ``paper_row`` fills that row when no published model is retrained for it (DenseNAS-R1/R2), else gets
+    its own row right below it (DenseNAS-A/B/C), with the paper row's columns to compare against; the others
+    come last. Each compared quantity stands as paper | ours | ours - paper (``COMPARED``)."""
     paper = paper_table(space)
     mapping = dict(PAPER_ROW_MODELS[space])
-    for variant, settings in params.search.spaces[space].variants.items():
-        if settings.paper_row:
+    below: dict[str, list[str]] = {}
+    for variant, settings in sorted(params.search.spaces[space].variants.items()):
+        if not settings.paper_row:
+            continue
+        if settings.paper_row in mapping:
+            below.setdefault(settings.paper_row, []).append(f"{space}-{variant}")
+        else:
             mapping[settings.paper_row] = f"{space}-{variant}"
     rows = []
     for record in paper.to_dict("records"):
+        paper_columns = {f"paper_{k}": v for k, v in record.items() if k not in ("model", "source")}
         model = mapping.get(record["model"])
         measured = measured_columns(model, paths, params) if model in models else {}
-        rows.append({"model": record["model"], "this_run_model": model if measured else None,
-                     **{f"paper_{k}": v for k, v in record.items() if k not in ("model", "source")},
+        rows.append({"model": record["model"], "this_run_model": model if measured else None, **paper_columns,
                      **measured})
-    mapped = {m for m in mapping.values()}
+        for searched in below.get(record["model"], []):
+            if searched in models:
+                rows.append({"model": f"(this run) {searched}", "this_run_model": searched,
+                             "compared_with": record["model"], **paper_columns,
+                             **measured_columns(searched, paths, params)})
+    placed = set(mapping.values()) | {m for group in below.values() for m in group}
     for model in models:
-        if model not in mapped:
+        if model not in placed:
             rows.append({"model": f"(this run) {model}", "this_run_model": model,
                          **measured_columns(model, paths, params)})
-    table = pd.DataFrame(rows)
-    return table.round(params.report.decimals)
+    return _with_differences(pd.DataFrame(rows), space).round(params.report.decimals)
+
+
+def _with_differences(table: pd.DataFrame, space: str) -> pd.DataFrame:
+    """Add ours - paper's for every compared pair and order the columns: identity, the compared triples, the rest."""
+    if space == "resnet" and "mult_adds_m_224" in table:  # the ResNet table gives G FLOPs (= G mult-adds)
+        table["flops_g_224"] = pd.to_numeric(table["mult_adds_m_224"], errors="coerce") / 1000
+    ordered = [c for c in ("model", "this_run_model", "compared_with") if c in table]
+    for paper_key, ours, diff in COMPARED[space]:
+        paper_column = f"paper_{paper_key}"
+        if paper_column in table and ours in table:
+            table[diff] = pd.to_numeric(table[ours], errors="coerce") - table[paper_column]
+            ordered += [paper_column, ours, diff]
+    return table[ordered + [c for c in table.columns if c not in ordered]]
 
 
 def write_table(table: pd.DataFrame, out: Path) -> None:

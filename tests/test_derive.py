@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from densenas.arch import to_net_config
+from densenas.errors import DensenasError
 from densenas.net_config import load_net_config, parse_official_string
 from densenas.search.derive import derive_arch, derive_path, first_argmax, transition_probs
 from densenas.search.records import arch_snapshot, derive_from_arch_params, write_arch_params
@@ -146,3 +147,50 @@ def test_derive_cli_names_a_missing_epoch(tmp_path: Path, run_cli) -> None:
     result = run_cli("derive", "--arch-params", str(tmp_path / "arch_params.json"), "--epoch", "9")
     assert result.returncode == 2
     assert "no snapshot for epoch 9" in result.stderr and "Traceback" not in result.stderr
+
+
+def _write_epochs(path: Path, val_top1: list[float | None]) -> list[ArchParameters]:
+    """One snapshot per epoch, each from other random α/β, with the given supernet val top-1 (None: unvalidated)."""
+    snapshots, archs = [], []
+    for epoch, top1 in enumerate(val_top1):
+        torch.manual_seed(100 + epoch)
+        arch = ArchParameters(MBV2_TOPOLOGY, len(MBV2.head_ops), len(MBV2.stack_ops))
+        with torch.no_grad():
+            for p in arch.parameters():
+                p.normal_()
+        derived = derive_arch(arch.beta, arch.alpha_head, arch.alpha_stack, MBV2, MBV2_TOPOLOGY)
+        snapshots.append(arch_snapshot(epoch, arch, derived, {"supernet_val_top1": top1}))
+        archs.append(arch)
+    write_arch_params(path, {"space": "mbv2", "variant": "test", "num_classes": 10}, snapshots)
+    return archs
+
+
+def _net(arch: ArchParameters):
+    return to_net_config(derive_arch(arch.beta, arch.alpha_head, arch.alpha_stack, MBV2, MBV2_TOPOLOGY), MBV2,
+                         MBV2_TOPOLOGY, 10)
+
+
+def test_retrain_epoch_last_or_best_supernet_val(tmp_path: Path) -> None:
+    path = tmp_path / "arch_params.json"
+    archs = _write_epochs(path, [None, 40.0, 55.0, 55.0, 30.0])
+    assert derive_from_arch_params(path, "last") == _net(archs[4])
+    assert derive_from_arch_params(path, "best_supernet_val") == _net(archs[2]), "ties keep the earlier epoch"
+    assert _net(archs[2]) != _net(archs[4]), "the test needs two different architectures"
+
+
+def test_best_supernet_val_without_a_validated_epoch_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "arch_params.json"
+    _write_epochs(path, [None, None])
+    with pytest.raises(DensenasError, match="no search epoch has a supernet val top-1"):
+        derive_from_arch_params(path, "best_supernet_val")
+
+
+def test_derive_cli_defaults_to_params_retrain_epoch(tmp_path: Path, run_cli) -> None:
+    path = tmp_path / "arch_params.json"
+    archs = _write_epochs(path, [None, 60.0, 20.0])
+    for setting, epoch in (("last", 2), ("best_supernet_val", 1)):
+        out = tmp_path / f"{setting}.json"
+        result = run_cli("--set", "tracking.enabled=false", "--set", f"search.retrain_epoch={setting}", "derive",
+                         "--arch-params", str(path), "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        assert load_net_config(out) == _net(archs[epoch]), f"{setting}: expected epoch {epoch}'s architecture"

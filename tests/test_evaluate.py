@@ -11,10 +11,10 @@ import torch
 from train_fixtures import prepare_small, quick_overrides, quick_params, set_args, write_tiny_net
 
 from densenas.errors import DensenasError
-from densenas.evaluate import load_trained, predicted_latency
+from densenas.evaluate import load_trained, predicted_latency, titanxp_latency_ms
 from densenas.lut import write_lut
 from densenas.official_lut import official_lut_document
-from densenas.registry import published_archs
+from densenas.registry import get_entry, published_archs
 from densenas.train import topk_correct
 from densenas.train.stage import run_training
 
@@ -88,3 +88,19 @@ def test_evaluate_densenas_c(run_cli, small_data: Path, official_lut: Path, tmp_
         "cpu", 1, 224, "float32"), f"CPU protocol of SPEC §10.1 expected, got {protocol}"
     assert protocol["statistic"] == "mean" and protocol["repeats"] == 3 and protocol["warmup"] == 1
     assert metrics["lut_latency"]["latency_ms"] == pytest.approx(18.01, abs=0.02)
+
+
+@pytest.mark.parametrize(("model", "expected_ms"), [("densenas_a", 13.646), ("densenas_b", 15.817),
+                                                    ("densenas_c", 18.012)])
+def test_titanxp_latency_is_the_official_path_sum(model: str, expected_ms: float) -> None:
+    value = titanxp_latency_ms(model)
+    assert value is not None and abs(value - expected_ms) <= 0.001, f"{model}: {value} ms, expected {expected_ms}"
+
+
+def test_titanxp_latency_of_a_net_config_file_and_of_other_networks(tmp_path: Path) -> None:
+    config = get_entry("densenas_c").net_config
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({**config.to_dict(),
+                                "node_path": published_archs()["models"]["densenas_c"]["node_path"]}))
+    assert titanxp_latency_ms(str(path)) == pytest.approx(titanxp_latency_ms("densenas_c"), abs=1e-12)
+    assert titanxp_latency_ms("mobilenet_v2") is None and titanxp_latency_ms("resnet_space_issue19") is None

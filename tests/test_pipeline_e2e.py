@@ -58,7 +58,15 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tables_have_every_paper_row_and_measured_columns(work: Path) -> None:
     paper = pd.read_csv(REPO / "densenas/resources/paper/paper_tables.csv")
     table = pd.read_csv(work / "reports/table_mbv2.csv")
-    assert list(table["model"][: len(paper)]) == list(paper["model"])
+    paper_rows = table[~table["model"].str.startswith("(this run)")]
+    assert list(paper_rows["model"]) == list(paper["model"])
+    for letter, expected_ms in zip("ABC", (13.646, 15.817, 18.012), strict=True):
+        row = table[table["model"] == f"DenseNAS-{letter}"].iloc[0]
+        assert abs(row["lut_titanxp_ms"] - expected_ms) <= 0.001, f"DenseNAS-{letter}: {row['lut_titanxp_ms']}"
+        below = table.iloc[table.index[table["model"] == f"DenseNAS-{letter}"][0] + 1]
+        assert below["this_run_model"] == f"mbv2-lat_{letter.lower()}" and below["compared_with"] == row["model"]
+        assert below["diff_lut_titanxp_ms"] == pytest.approx(below["lut_titanxp_ms"] - row["paper_gpu_latency_ms"],
+                                                             abs=2e-3)
     measured = ["top1", "top5", "mult_adds_m_224", "params_m_224", "latency_ms", "dataset", "input_size"]
     for model in ("DenseNAS-A", "DenseNAS-B", "DenseNAS-C", "1.0-MobileNetV2", "Random Search"):
         row = table[table["model"] == model].iloc[0]
@@ -67,10 +75,14 @@ def test_tables_have_every_paper_row_and_measured_columns(work: Path) -> None:
     assert c["paper_top1"] == 75.3 and abs(c["mult_adds_m_224"] - 360.808) < 1e-3
     searched = table[table["this_run_model"].fillna("").str.startswith("mbv2-lat_")]
     assert len(searched) == 3 and searched["search_hours"].notna().all()
+    assert (searched["search_device_hours"] == searched["search_hours"] * searched["search_world_size"]).all()
+    assert (searched["search_lut_source"] == "measured").all() and (searched["retrain_epoch"] == "last").all()
+    assert searched["lut_titanxp_ms"].notna().all() and searched["search_device"].str.startswith("1 x cpu").all()
     assert searched["lut_latency_ms"].notna().all() and (searched["lut_input_size"] == 32).all()
     resnet = pd.read_csv(work / "reports/table_resnet.csv")
     r1 = resnet[resnet["model"] == "DenseNAS-R1"].iloc[0]
     assert r1["this_run_model"] == "resnet-flops_r1" and pd.notna(r1["top1"])
+    assert r1["diff_flops_g"] == pytest.approx(r1["flops_g_224"] - r1["paper_flops_g"], abs=2e-3)
     for figure in ("accuracy_vs_latency", "beta_evolution", "training_curves"):
         assert (work / f"reports/figures/{figure}.png").stat().st_size > 10_000
     assert len(pd.read_csv(work / "reports/table_latency.csv")) == 3 + 3

@@ -63,8 +63,11 @@ def test_smoke_search_writes_every_output_in_time(reference: tuple[Path, float])
     assert metrics["warmup_supernet_val_top1"] == pytest.approx(float(rows[0]["val_top1"]))
     assert metrics["supernet_val_top1"] == pytest.approx(float(rows[1]["val_top1"]))
     assert [b["epoch"] for b in metrics["best_supernet_val"]] == [1], "best-val epochs are search epochs only"
+    assert metrics["retrain_epochs"] == {"last": 1, "best_supernet_val": 1} and metrics["retrain_epoch"] == "last"
+    assert arch_params["epochs"][1]["supernet_val_top1"] is None, "the warm-up's validation does not compete"
     assert metrics["derived"]["lut_latency_ms"] > 0 and metrics["expected_cost"] > 0
     assert metrics["search_hours"] > 0 and metrics["device"].startswith("1 x cpu")
+    assert metrics["lut_source"] == "measured" and metrics["cost_source"]["lut_source"] == "measured"
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True, map_location="cpu")
     assert checkpoint["identity"]["variant"] == "lat_c" and checkpoint["progress"]["epoch"] == 2
 

@@ -100,3 +100,13 @@ def test_dvc_table_depends_on_exactly_the_files_it_reads(space: str) -> None:
         stage = next(s for s in repo.index.stages if s.name == f"table_{space}")
         deps = {str(Path(dep.fs_path).relative_to(REPO)) for dep in stage.deps}
     assert deps == expected | {"densenas/report.py", "params.yaml"}  # params.yaml: the `params: [report]` entry
+
+
+def test_official_lut_source_needs_no_lut_profiling_before_the_search() -> None:
+    """The paper preset searches against the shipped TITAN-XP table: no `lut` job upstream of a latency search;
+    the embedded default (measured) profiles one first."""
+    target = "results/search/mbv2/lat_c/metrics.json"
+    paper = _snakemake("-n", "--forceall", "--config", "preset=paper", "--", target)
+    embedded = _snakemake("-n", "--forceall", "--", target)
+    assert not re.search(r"^rule lut:", paper, re.M), paper[-2000:]
+    assert re.search(r"^rule lut:", embedded, re.M), embedded[-2000:]

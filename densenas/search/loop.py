@@ -43,6 +43,7 @@ from densenas.search.sync import broadcast_tensors
 from densenas.search.weight_step import ValResult, validate_supernet, weight_step
 from densenas.spaces.space import SearchSpace
 from densenas.supernet import SampledOps, Supernet
+from densenas.supernet.ghost_bn import use_ghost_batch_norm
 
 WARMUP = "warmup"  # the variant name of the shared warm-up run
 
@@ -73,6 +74,7 @@ class SearchJob:
     info: dict[str, Any] = field(default_factory=dict)
     device_label: str = "1 x cpu"
     world_size: int = 1
+    retrain_epoch: str = "last"   # which epoch's architecture net_config.json holds (params search.retrain_epoch)
 
     @property
     def end_epoch(self) -> int:
@@ -101,6 +103,9 @@ class SearchRun:
         settings = job.settings
         seed_everything(job.seed)
         self.model = Supernet(job.space, num_classes=job.num_classes, quirks=job.quirks).to(ctx.device)
+        if settings.bn_group_size is not None:  # checked against the per-process batch by make_job
+            use_ghost_batch_norm(self.model, settings.bn_group_size)
+        batch = per_rank_batch(settings.batch_size, ctx)
         if job.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.weight_params, self.arch_params = self.model.weight_parameters(), self.model.arch_parameters()
@@ -118,7 +123,6 @@ class SearchRun:
         self.trainer = self._wrap_ddp()
         self.cost_table = None if job.cost_table is None else _table_on(job.cost_table, ctx.device)
         self.generator = torch.Generator().manual_seed(job.seed)
-        batch = per_rank_batch(settings.batch_size, ctx)
         self.train_loader = build_loader(job.prepared_dir, "search_train", job.data, train=True, batch_size=batch,
                                          seed=job.seed, distributed=ctx if ctx.distributed else None)
         self.val_loader = build_loader(job.prepared_dir, "search_val", job.data, train=False, batch_size=batch,

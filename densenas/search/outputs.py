@@ -16,7 +16,14 @@ from densenas.chained_cost import architecture_cost
 from densenas.complexity import complexity
 from densenas.models import build_network
 from densenas.search.derive import derive_arch
-from densenas.search.records import arch_snapshot, write_arch_params, write_history, write_net_config
+from densenas.search.records import (
+    arch_snapshot,
+    best_supernet_val_epochs,
+    select_snapshot,
+    write_arch_params,
+    write_history,
+    write_net_config,
+)
 from densenas.search.weight_step import ValResult, expected_cost_all_ops
 from densenas.supernet import Supernet
 
@@ -54,15 +61,17 @@ class SearchOutputs:
         arch = self.model.arch
         return derive_arch(arch.beta, arch.alpha_head, arch.alpha_stack, self.job.space, self.model.topology)
 
-    def record_snapshot(self, epoch: int) -> dict[str, Any]:
+    def record_snapshot(self, epoch: int, supernet_val_top1: float | None = None) -> dict[str, Any]:
         arch = self.derive()
         cost = None if self.job.cost_table is None else expected_cost_all_ops(self.model, self.job.cost_table)
         figures = {**derived_figures(arch, self.job, self.model), "expected_cost": cost}
-        self.snapshots.append(arch_snapshot(epoch, self.model.arch, arch, figures))
+        self.snapshots.append(arch_snapshot(epoch, self.model.arch, arch,
+                                            {**figures, "supernet_val_top1": supernet_val_top1}))
         return figures
 
     def end_epoch(self, epoch: int, stage: str, progress: Progress, val: ValResult | None, *, lr: float) -> None:
-        figures = self.record_snapshot(epoch)
+        # Only search epochs compete for best_supernet_val (the warm-up's validation is a progress report).
+        figures = self.record_snapshot(epoch, val.top1 if val is not None and stage == "search" else None)
         sums = progress.sums
         row: dict[str, Any] = {"epoch": epoch, "stage": stage, "lr": lr, **figures,
                                "epoch_seconds": progress.epoch_seconds}
@@ -84,10 +93,13 @@ class SearchOutputs:
         write_history(out / "history.csv", self.history)
 
     def finish(self, total_steps: int) -> None:
-        """Final files: everything of the last epoch, the derived net_config (variants) and metrics.json."""
+        """Final files: everything of the last epoch, the net_config (variants) of the epoch that
+        ``search.retrain_epoch`` selects (as ``densenas derive`` does) and metrics.json."""
         self.write_epoch_files()
         job, last = self.job, self.snapshots[-1]
-        arch = PathArch(tuple(last["path"]), tuple(last["head_ops"]), tuple(tuple(s) for s in last["stack_ops"]))
+        chosen = select_snapshot({"epochs": self.snapshots}, job.retrain_epoch, str(job.out_dir))
+        arch = PathArch(tuple(chosen["path"]), tuple(chosen["head_ops"]),
+                        tuple(tuple(s) for s in chosen["stack_ops"]))
         if job.objective is not None:
             write_net_config(job.out_dir / "net_config.json",
                              to_net_config(arch, job.space, self.model.topology, job.net_num_classes))
@@ -98,12 +110,11 @@ class SearchOutputs:
         validated = [r for r in rows if r.get("val_top1") is not None]  # warm-up: its last epoch only
         warmup_val = [r for r in validated if r["stage"] == "warmup"]
         search_val = [r for r in validated if r["stage"] == "search"]
-        best = sorted(search_val, key=lambda r: -r["val_top1"])[:2]
+        best = best_supernet_val_epochs(self.snapshots)
         hours = sum(r["epoch_seconds"] for r in rows) / 3600
         warmup_hours = sum(r["epoch_seconds"] for r in rows if r["stage"] == "warmup") / 3600
         unit = job.cost_table.unit if job.cost_table is not None else None
         cost = last["derived_cost"]
-        snapshot_by_epoch = {s["epoch"]: s for s in self.snapshots}
         return {
             "space": job.space.name,
             "variant": job.variant,
@@ -116,8 +127,11 @@ class SearchOutputs:
             "warmup_supernet_val_top5": warmup_val[-1]["val_top5"] if warmup_val else None,
             "supernet_val_top1": search_val[-1]["val_top1"] if search_val else None,
             "supernet_val_top5": search_val[-1]["val_top5"] if search_val else None,
-            "best_supernet_val": [{"epoch": r["epoch"], "val_top1": r["val_top1"],
-                                   "path": snapshot_by_epoch[r["epoch"]]["path"]} for r in best],
+            "best_supernet_val": [{"epoch": s["epoch"], "val_top1": s["supernet_val_top1"], "path": s["path"]}
+                                  for s in best],
+            # the epoch `derive` takes for each search.retrain_epoch setting (None: no validated search epoch)
+            "retrain_epochs": {"last": last["epoch"], "best_supernet_val": best[0]["epoch"] if best else None},
+            "retrain_epoch": job.retrain_epoch,   # the setting net_config.json was derived with
             "derived": {
                 "path": last["path"],
                 "mult_adds_m_224": last["derived_mult_adds_m"],

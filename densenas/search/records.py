@@ -2,8 +2,8 @@
 derived ``net_config.json`` with its official string form ``net_config.txt``.
 
 ``arch_params.json`` holds, under ``epochs``, α and β of every epoch exactly (float32 values survive the JSON
-round trip), softmax(β) as ``path_probs`` and the derived architecture, so ``densenas derive`` recomputes any
-epoch's architecture from the file alone.
+round trip), softmax(β) as ``path_probs``, the derived architecture and the supernet val top-1 of validated search
+epochs, so ``densenas derive`` recomputes any epoch's architecture, the best-val one included, from the file alone.
 """
 
 from __future__ import annotations
@@ -65,11 +65,29 @@ def load_arch_params(path: str | Path) -> dict[str, Any]:
     return data
 
 
+RETRAIN_EPOCHS = ("last", "best_supernet_val")  # the choices of params search.retrain_epoch
+
+
+def best_supernet_val_epochs(snapshots: list[dict[str, Any]], count: int = 2) -> list[dict[str, Any]]:
+    """The ``count`` search epochs with the best supernet val top-1, best first (ties: the earlier epoch), as the
+    official search keeps them (SPEC §6.6). Warm-up and unvalidated epochs carry no ``supernet_val_top1``."""
+    validated = [s for s in snapshots if s.get("supernet_val_top1") is not None]
+    return sorted(validated, key=lambda s: -s["supernet_val_top1"])[:count]
+
+
 def select_snapshot(data: dict[str, Any], epoch: str, source: str) -> dict[str, Any]:
-    """``last``, ``init`` (before the first epoch) or an epoch number."""
+    """``last``, ``best_supernet_val`` (the search epoch with the best supernet val top-1), ``init`` (before the
+    first epoch) or an epoch number."""
     snapshots = data["epochs"]
     if epoch == "last":
         return snapshots[-1]
+    if epoch == "best_supernet_val":
+        best = best_supernet_val_epochs(snapshots, 1)
+        if not best:
+            raise DensenasError(f"{source}: no search epoch has a supernet val top-1 (validation starts at "
+                                "search.spaces.<space>.val_start_epoch), so best_supernet_val has nothing to choose "
+                                "from; use last")
+        return best[0]
     wanted = INITIAL_EPOCH if epoch == "init" else _epoch_number(epoch)
     for snapshot in snapshots:
         if snapshot["epoch"] == wanted:
@@ -82,7 +100,8 @@ def _epoch_number(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise DensenasError(f"--epoch: expected 'last', 'init' or an epoch number, got {text!r}") from None
+        raise DensenasError(f"--epoch: expected 'last', 'best_supernet_val', 'init' or an epoch number, got "
+                            f"{text!r}") from None
 
 
 def snapshot_tensors(snapshot: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:

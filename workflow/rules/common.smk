@@ -98,9 +98,11 @@ ENV = "../envs/densenas.yaml"
 
 
 def search_lut(wildcards):
-    """The LUT a latency variant optimises against; FLOPs variants compute their table on the fly."""
+    """The measured LUT a latency variant optimises against; FLOPs variants compute their table on the fly, and
+    `lut.source: official` reads the table shipped in the package (no LUT profiling before the search)."""
     variant = P.search.spaces[wildcards.space].variants[wildcards.variant]
-    return lut_file(wildcards.space) if variant.objective == "latency" else []
+    measured = variant.objective == "latency" and P.lut.source == "measured"
+    return lut_file(wildcards.space) if measured else []
 
 
 def lut_flag(wildcards, input):

@@ -8,6 +8,8 @@ rule table_mbv2:
     params:
         cli=CLI,
         report=section("report"),
+        retrain_epoch=P.search.retrain_epoch,
+        variants=P.raw["search"]["spaces"]["mbv2"]["variants"],
     log:
         "logs/report/table_mbv2.log",
     conda:
@@ -26,6 +28,8 @@ rule table_resnet:
     params:
         cli=CLI,
         report=section("report"),
+        retrain_epoch=P.search.retrain_epoch,
+        variants=P.raw["search"]["spaces"]["resnet"]["variants"],
     log:
         "logs/report/table_resnet.log",
     conda:

@@ -48,6 +48,7 @@ rule search:
         cli=DIST_CLI,
         search=lambda w: P.raw["search"]["spaces"][w.space],
         quirks=section("quirks"),
+        lut_source=P.lut.source,
         lut_flag=lut_flag,
     wildcard_constraints:
         variant=VARIANT,
@@ -79,13 +80,14 @@ rule derive:
         variant=VARIANT,
     params:
         cli=CLI,
+        retrain_epoch=P.search.retrain_epoch,
     priority: 10
     log:
         "logs/derive/{space}/{variant}.log",
     conda:
         ENV
     shell:
-        "{params.cli} derive --arch-params {input} --out {output} > {log} 2>&1"
+        "{params.cli} derive --arch-params {input} --epoch {params.retrain_epoch} --out {output} > {log} 2>&1"
 
 
 rule random_arch:
