@@ -89,6 +89,7 @@ class SpaceSearchParams:
     weight_sample_num: int
     arch_sample_num: int
     sample_policy: str
+    warmup_policy: str
     skip_reg: bool
     weight: WeightOptimParams
     arch: ArchOptimParams
@@ -117,6 +118,7 @@ class TrainParams:
     weight_decay: float
     label_smoothing: float
     bn_momentum: float | None
+    zero_init_residual: bool
     amp: bool
     channels_last: bool
     compile: bool

@@ -22,6 +22,7 @@ from densenas.distributed import DistContext
 from densenas.errors import DensenasError
 from densenas.registry import create_model
 from densenas.train import TrainSetup, cosine_lr, evaluate_accuracy, fit, make_criterion
+from densenas.train.residual_init import residual_branch_bn, zero_init_residual_bn
 from densenas.train.stage import recipe_digest, run_name, run_training, set_bn_momentum, space_of
 
 CPU = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -96,7 +97,8 @@ def test_best_checkpoint_holds_the_best_epoch(trained: tuple[Path, Path], small_
 
 def test_label_smoothing_is_in_the_training_loss(small_data: Path, tmp_path: Path) -> None:
     """With lr 0 the weights stay put, so the logged train loss must equal the smoothed loss recomputed here."""
-    recipe = dataclasses.replace(quick_params().train, epochs=1, lr=0.0, min_lr=0.0, weight_decay=0.0)
+    recipe = dataclasses.replace(quick_params().train, epochs=1, lr=0.0, min_lr=0.0, weight_decay=0.0,
+                                 label_smoothing=0.1)
     data = quick_params().data
     seed_everything(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
@@ -118,8 +120,8 @@ def test_label_smoothing_is_in_the_training_loss(small_data: Path, tmp_path: Pat
 
 def test_criterion_is_the_proxylessnas_form() -> None:
     recipe = TrainParams(epochs=1, batch_size=1, lr=0.1, reference_batch=1, scale_lr=False, min_lr=0.0, momentum=0.9,
-                         weight_decay=0.0, label_smoothing=0.1, bn_momentum=None, amp=False, channels_last=False,
-                         compile=False)
+                         weight_decay=0.0, label_smoothing=0.1, bn_momentum=None, zero_init_residual=False, amp=False,
+                         channels_last=False, compile=False)
     logits, labels = torch.tensor([[2.0, -1.0, 0.5, 0.0]]), torch.tensor([2])
     target = torch.full((1, 4), 0.1 / 4)
     target[0, 2] += 0.9
@@ -264,3 +266,27 @@ def test_disk_full_at_a_checkpoint_keeps_the_last_one_and_the_rerun_resumes(
     assert "after epoch 1" in capfd.readouterr().err, "the re-run did not resume from the epoch-1 checkpoint"
     expected = _load_json(out / "metrics.json")
     assert (metrics["best"], metrics["last"]) == (expected["best"], expected["last"])
+
+
+@pytest.mark.parametrize("model", ["densenas_c", "mobilenet_v2", "mnasnet1_0", "resnet18"])
+def test_zero_init_residual_makes_every_residual_block_start_as_its_shortcut(model: str) -> None:
+    """After zero_init_residual_bn each residual block's output equals its shortcut (eval mode, random input)."""
+    net = create_model(model, num_classes=10).eval()
+    assert zero_init_residual_bn(net) > 0, f"{model}: no residual branch found"
+    blocks = [(m, residual_branch_bn(m)) for m in net.modules() if residual_branch_bn(m) is not None]
+    x_by_block: dict[int, torch.Tensor] = {}
+    hooks = [b.register_forward_hook(lambda mod, inp, out: x_by_block.__setitem__(id(mod), (inp[0], out)))
+             for b, _ in blocks]
+    with torch.no_grad():
+        net(torch.randn(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    checked = 0
+    for block, _ in blocks:
+        inp, out = x_by_block[id(block)]
+        projected = getattr(block, "downsample", None) is not None or isinstance(getattr(block, "shortcut", None),
+                                                                                 nn.Sequential)
+        if inp.shape == out.shape and not projected:  # identity shortcut: the block must pass its input through
+            assert torch.allclose(out, inp, atol=1e-6), f"{model}: {type(block).__name__} is not its shortcut"
+            checked += 1
+    assert checked > 0, f"{model}: no identity-shortcut block was checked"

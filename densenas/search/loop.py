@@ -283,7 +283,7 @@ class SearchRun:
     def run_weight_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
         settings = self.job.settings
         self._train(arch=False)
-        policy = settings.sample_policy if self.progress.epoch >= settings.warmup_epochs else "uniform"
+        policy = settings.sample_policy if self.progress.epoch >= settings.warmup_epochs else settings.warmup_policy
         sampled = self._sample(policy, settings.weight_sample_num)
         self.progress.weight_steps += 1  # advanced before the step: the first weight step uses t = 1 (Q19)
         lr = weight_lr(self.progress.weight_steps, self.total_steps, settings.weight.lr, settings.weight.min_lr)

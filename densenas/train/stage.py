@@ -16,6 +16,7 @@ from densenas.data import build_loader, read_manifest
 from densenas.distributed import init_distributed, per_rank_batch, shutdown
 from densenas.net_config import load_net_config
 from densenas.registry import create_model, get_entry, list_models
+from densenas.train.residual_init import zero_init_residual_bn
 from densenas.train.trainer import TrainSetup, fit
 
 RECIPE_SECTIONS = ("seed", "dataset", "data", "train")  # what shapes a training run; a resume must match them
@@ -71,6 +72,8 @@ def run_training(model_source: str, params: Params, *, name: str, data_dir: Path
         net = create_model(model_source, num_classes=num_classes)
         if params.train.bn_momentum is not None:
             set_bn_momentum(net, params.train.bn_momentum)
+        if params.train.zero_init_residual:
+            zero_init_residual_bn(net)
         batch = per_rank_batch(params.train.batch_size, ctx)
         train_loader = build_loader(data_dir, "train", params.data, train=True, batch_size=batch, seed=params.seed,
                                     distributed=ctx)
