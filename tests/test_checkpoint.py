@@ -103,3 +103,17 @@ def test_content_checksum_is_recorded_and_verified(tmp_path: Path) -> None:
     torch.save({"identity": {"kind": "x"}}, tmp_path / "unstamped.pt")
     with pytest.raises(DensenasError, match=f"unstamped.pt: checkpoint has no {INTEGRITY}"):
         load_checkpoint(tmp_path / "unstamped.pt", {"kind": "x"})
+
+
+def test_atomic_write_removes_the_temp_file_a_killed_writer_left(tmp_path: Path) -> None:
+    """A SIGKILL between mkstemp and rename leaves `.name.XXXX.tmp`; the next write of that file removes it."""
+    from densenas.atomic import write_text
+
+    stale = tmp_path / ".history.csv.abc123.tmp"
+    stale.write_text("half a file")
+    other = tmp_path / ".metrics.json.abc123.tmp"
+    other.write_text("another target's temp")
+    write_text(tmp_path / "history.csv", "epoch\n")
+    assert not stale.exists(), "the stale temp file of history.csv survived the next write"
+    assert other.exists(), "a temp file of another target was removed"
+    assert (tmp_path / "history.csv").read_text() == "epoch\n"

@@ -50,7 +50,8 @@ def test_budget_kills_an_overrunning_part_and_skips_the_rest(tmp_path: Path) -> 
     assert list(statuses) == list(PARTS), statuses
     assert statuses["fixture"] == "ok" and statuses["correctness"] == "timed out", statuses
     later = [statuses[name] for name in PARTS[2:]]
-    assert set(later) <= {"timed out", "skipped"} and "skipped" in later, statuses
+    # A fast part may still finish inside the budget; what the budget must do is cut or skip the rest.
+    assert set(later) <= {"ok", "timed out", "skipped"} and "skipped" in later, statuses
     assert all("budget" in part["reason"] for part in suite["parts"].values() if part["status"] == "skipped")
     assert suite["wall_s"] <= 20, f"wall {suite['wall_s']} s over the 20 s budget"
     assert result.returncode == 1

@@ -83,7 +83,7 @@ def test_switching_the_source_changes_the_search_identity(prepared: Path, tmp_pa
 
 def test_best_supernet_val_needs_a_validated_search_epoch(prepared: Path) -> None:
     """The embedded schedule validates no search epoch (val_start_epoch = epochs): refused before any work."""
-    with pytest.raises(DensenasError, match=r"retrain_epoch is best_supernet_val .*mbv2.val_start_epoch \(4\)"):
+    with pytest.raises(DensenasError, match=r"retrain_epoch is best_supernet_val .*mbv2.val_start_epoch \(8\)"):
         _job(prepared, None, **{"search.retrain_epoch": "best_supernet_val", "lut.source": "official"})
     job = _job(prepared, None, **{"search.retrain_epoch": "best_supernet_val", "lut.source": "official",
                                   "search.spaces.mbv2.val_start_epoch": 3})
@@ -105,5 +105,5 @@ def test_bn_groups_must_fit_the_per_process_batch(prepared: Path) -> None:
     with pytest.raises(DensenasError, match=r"bn_group_size 88 exceeds the per-process batch 44 .* at most 4"):
         make_job(params, eight, space_name="mbv2", variant="lat_c", lut=None, prepared_dir=prepared,
                  out_dir=prepared / "out", warmup_from=None)
-    with pytest.raises(DensenasError, match="bn_group_size 5 does not divide the per-process batch 64"):
+    with pytest.raises(DensenasError, match="bn_group_size 5 does not divide the per-process batch 32"):
         _job(prepared, None, **{"lut.source": "official", "search.spaces.mbv2.bn_group_size": 5})
