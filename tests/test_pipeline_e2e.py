@@ -5,7 +5,9 @@ Runs in a clone of the committed repository (so it tests what CI and users get),
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -43,8 +45,9 @@ def _set_params(work: Path, **changes: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A clone of the repository with the smoke preset, after `snakemake --cores 2 all`."""
+def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A clone of the repository with the smoke preset, after `snakemake --cores 2 all`; removed after the module
+    (its checkpoints, DVC cache and remote take ~11 GB, which CI's disk must not keep for the rest of the suite)."""
     root = tmp_path_factory.mktemp("pipeline")
     work = root / "work"
     _run(["git", "clone", "-q", str(REPO), str(work)], cwd=root)
@@ -52,7 +55,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "smoke preset"], cwd=work)
     _run([str(BIN / "dvc"), "remote", "add", "-f", "-d", "local", str(root / "remote")], cwd=work)
     _run([str(BIN / "snakemake"), "--cores", "2", "all"], cwd=work)
-    return work
+    yield work
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_tables_have_every_paper_row_and_measured_columns(work: Path) -> None:
