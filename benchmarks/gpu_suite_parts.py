@@ -138,22 +138,21 @@ class PartContext:
             torch.cuda.synchronize()
 
 
-PAPER_BN_GROUP = 88  # the paper preset's search.spaces.mbv2.bn_group_size (352 images over 4 GPUs)
-
-
 def suite_params(ctx: PartContext) -> Any:
     """The paper preset at the suite's sizes: the faithful search and retraining settings, tracking off."""
     from densenas.config import load_params
 
     s = ctx.sizes
+    # The preset's ghost-BN groups (88 = 352 images over 4 GPUs) must divide the step's batch; a smaller batch uses
+    # its own statistics instead.
+    group = load_params(REPO / "params.yaml", preset="paper").search.spaces["mbv2"].bn_group_size
+    keeps_groups = group is None or s.ddp_batch % group == 0
     overrides = {
         "tracking": {"enabled": False},
         "data": {"num_search_classes": s.fixture_classes, "max_images_per_class": None,
                  "max_search_images_per_class": None, "input_size": s.input_size, "eval_resize": s.eval_resize,
                  "pack_short_side": s.pack_short_side, "workers": s.workers, "pin_memory": ctx.device == "cuda"},
-        # The preset's ghost-BN groups of 88 need per-rank batches of 88; the rehearsal's tiny batch uses its own.
-        "search": {"spaces": {"mbv2": {"batch_size": s.ddp_batch,
-                                       **({} if s.ddp_batch >= PAPER_BN_GROUP else {"bn_group_size": None})}}},
+        "search": {"spaces": {"mbv2": {"batch_size": s.ddp_batch, **({} if keeps_groups else {"bn_group_size": None})}}},
     }
     return load_params(REPO / "params.yaml", preset="paper", overrides=overrides)
 

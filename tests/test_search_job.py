@@ -83,7 +83,8 @@ def test_switching_the_source_changes_the_search_identity(prepared: Path, tmp_pa
 
 def test_best_supernet_val_needs_a_validated_search_epoch(prepared: Path) -> None:
     """The embedded schedule validates no search epoch (val_start_epoch = epochs): refused before any work."""
-    with pytest.raises(DensenasError, match=r"retrain_epoch is best_supernet_val .*mbv2.val_start_epoch \(8\)"):
+    last = load_params(REPO / "params.yaml").search.spaces["mbv2"].val_start_epoch
+    with pytest.raises(DensenasError, match=rf"retrain_epoch is best_supernet_val .*mbv2.val_start_epoch \({last}\)"):
         _job(prepared, None, **{"search.retrain_epoch": "best_supernet_val", "lut.source": "official"})
     job = _job(prepared, None, **{"search.retrain_epoch": "best_supernet_val", "lut.source": "official",
                                   "search.spaces.mbv2.val_start_epoch": 3})
