@@ -43,3 +43,13 @@ def run_cli():
         )
 
     return run
+
+
+# The two longest modules (a full smoke pipeline each, minutes) start first, one per worker, so that with
+# `-n auto --dist loadfile` the shorter modules fill in behind them and the workers finish together.
+LONGEST_FIRST = ("test_pipeline_e2e.py", "test_workflow_kill.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
