@@ -152,7 +152,8 @@ def suite_params(ctx: PartContext) -> Any:
         "data": {"num_search_classes": s.fixture_classes, "max_images_per_class": None,
                  "max_search_images_per_class": None, "input_size": s.input_size, "eval_resize": s.eval_resize,
                  "pack_short_side": s.pack_short_side, "workers": s.workers, "pin_memory": ctx.device == "cuda"},
-        "search": {"spaces": {"mbv2": {"batch_size": s.ddp_batch, **({} if keeps_groups else {"bn_group_size": None})}}},
+        "search": {"spaces": {"mbv2": {"batch_size": s.ddp_batch,
+                                       **({} if keeps_groups else {"bn_group_size": None})}}},
     }
     return load_params(REPO / "params.yaml", preset="paper", overrides=overrides)
 
