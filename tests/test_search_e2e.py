@@ -135,6 +135,13 @@ def test_variants_share_the_warmup_checkpoint(data: tuple[Path, Path], reference
     assert _final_arch(out / "arch_params.json") == _final_arch(reference_out / "arch_params.json"), \
         "warm-up + architecture phase must equal the whole search"
     assert (out / "net_config.json").read_text() == (reference_out / "net_config.json").read_text()
+    # the warm-up leaves the architecture optimiser out: the same warm-up serves another α/β learning rate
+    faster = tmp_path / "lat_c_lr"
+    raised = {"search.spaces.mbv2.arch": "{alpha_lr: 0.05, beta_lr: 0.02, betas: [0.5, 0.999], weight_decay: 0.001}"}
+    run_cli(*search_args(prepared, lut, faster, "--warmup-from", str(warmup / "checkpoint.pt"), overrides=raised))
+    adam = torch.load(faster / "checkpoint.pt", weights_only=True, map_location="cpu")["arch_optimizer"]
+    assert [group["lr"] for group in adam["param_groups"]] == [0.05, 0.02], "Adam keeps this run's settings"
+    assert _final_arch(faster / "arch_params.json")["beta"] != _final_arch(out / "arch_params.json")["beta"]
 
 
 def test_a_larger_lambda_derives_a_faster_architecture(data: tuple[Path, Path], tmp_path: Path) -> None:

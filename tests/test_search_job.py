@@ -108,3 +108,15 @@ def test_bn_groups_must_fit_the_per_process_batch(prepared: Path) -> None:
                  out_dir=prepared / "out", warmup_from=None)
     with pytest.raises(DensenasError, match="bn_group_size 5 does not divide the per-process batch 32"):
         _job(prepared, None, **{"lut.source": "official", "search.spaces.mbv2.bn_group_size": 5})
+
+
+def test_the_warmup_identity_leaves_out_the_architecture_optimiser(prepared: Path, tmp_path: Path, run_cli) -> None:
+    """No warm-up step uses Adam on α/β, so one warm-up serves any architecture lr; the search's identity does not."""
+    lut = tmp_path / "lut.json"
+    run_cli("lut", "--space", "mbv2", "--from-official", "lat_list_densenas_mbv2_xp32", "--out", str(lut))
+    base = _job(prepared, lut)
+    raised = _job(prepared, lut, **{"search.spaces.mbv2.arch.alpha_lr": 0.03})
+    assert raised.warmup_identity == base.warmup_identity
+    assert raised.identity["digest"] != base.identity["digest"], "a resumed search must refuse another arch lr"
+    longer = _job(prepared, lut, **{"search.spaces.mbv2.warmup_epochs": 5})
+    assert longer.warmup_identity != base.warmup_identity

@@ -26,9 +26,10 @@ FLOPS_INPUT_SIZE = 224  # FLOPs are costed at the paper's resolution whatever th
 
 
 def warmup_digest(params: Params, space: str) -> str:
-    """Digest of everything the warm-up epochs depend on; the variants are left out on purpose."""
+    """Digest of everything the warm-up epochs depend on; the variants and the architecture optimiser (no warm-up
+    step uses it) are left out on purpose, so one warm-up serves every λ and architecture learning rate."""
     raw = params.raw
-    settings = {k: v for k, v in raw["search"]["spaces"][space].items() if k != "variants"}
+    settings = {k: v for k, v in raw["search"]["spaces"][space].items() if k not in ("variants", "arch")}
     return params_digest({"seed": raw["seed"], "dataset": raw["dataset"], "data": raw["data"],
                           "quirks": raw["quirks"], "amp": raw["search"]["amp"],
                           "channels_last": raw["search"]["channels_last"], "space": settings})
@@ -55,9 +56,10 @@ def make_job(params: Params, ctx: DistContext, *, space_name: str, variant: str 
                                          params.lut.source)
         # The LUT counts by content, not by where it lies.
         cost_key = {k: v for k, v in cost_source.items() if k != "lut"}
-        objective_raw = params.raw["search"]["spaces"][space_name]["variants"][variant]
+        space_raw = params.raw["search"]["spaces"][space_name]
         identity = {"kind": "search", "space": space_name, "variant": variant,
-                    "digest": params_digest({"warmup": base, "objective": objective_raw, "cost": cost_key})}
+                    "digest": params_digest({"warmup": base, "objective": space_raw["variants"][variant],
+                                             "arch": space_raw["arch"], "cost": cost_key})}
     info: dict[str, Any] = {"params_digest": params.digest, "search_digest": identity["digest"],
                             "lut_source": (cost_source or {}).get("lut_source"), "cost_source": cost_source}
     return SearchJob(

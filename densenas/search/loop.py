@@ -164,14 +164,17 @@ class SearchRun:
             if done.epoch != self.job.settings.warmup_epochs or done.phase != "arch" or done.phase_step:
                 raise DensenasError(f"{self.job.warmup_from}: the warm-up has not finished (epoch {done.epoch} of "
                                     f"{self.job.settings.warmup_epochs}); run `densenas search --warmup` again")
-            self._load(payload)
+            self._load(payload, arch_optimizer=False)
             return f"starting the architecture phase from the warm-up checkpoint {self.job.warmup_from}"
         return "starting a new search"
 
-    def _load(self, payload: dict[str, Any]) -> None:
+    def _load(self, payload: dict[str, Any], *, arch_optimizer: bool = True) -> None:
+        """Restore a checkpoint; from a warm-up (no architecture step taken) Adam starts afresh with this run's
+        settings, which the warm-up's digest leaves out."""
         self.model.load_state_dict(payload["model"])
         self.weight_optimizer.load_state_dict(payload["weight_optimizer"])
-        self.arch_optimizer.load_state_dict(payload["arch_optimizer"])
+        if arch_optimizer:
+            self.arch_optimizer.load_state_dict(payload["arch_optimizer"])
         self.progress = Progress(**payload["progress"])
         self.outputs.history = list(payload["history"])
         self.outputs.snapshots = list(payload["snapshots"])
