@@ -184,14 +184,26 @@ def summarise(frame: pd.DataFrame, pairs: Sequence[tuple[str, str]], meta: dict[
     diffs = [float(top1[s] - top1[r]) for s, r in pairs]
     mean = statistics.fmean(diffs) if diffs else None
     std = statistics.stdev(diffs) if len(diffs) > 1 else None
-    verdict = ("no matched pairs" if mean is None else
-               f"searched {'beats' if mean > 0 else 'does not beat'} random at matched LUT latency: "
-               f"{mean:+.2f} ± {(std or 0.0):.2f} top-1 points over {len(diffs)} pairs")
+    sem = None if std is None else std / len(diffs) ** 0.5
     return {**meta, "spearman_lambda_vs_lut_latency": rho,
             "all_seeds_rho_le_minus_0.8": all(v is not None and v <= -0.8 + 1e-9 for v in rho.values()),  # −0.8 = 4/5
-            "searched_minus_random_top1": {"mean": mean, "std": std, "pairs": [list(p) for p in pairs],
+            "searched_minus_random_top1": {"mean": mean, "std": std, "sem": sem, "pairs": [list(p) for p in pairs],
                                            "differences": diffs},
-            "verdict": verdict}
+            "verdict": verdict(mean, sem, len(diffs))}
+
+
+def verdict(mean: float | None, sem: float | None, pairs: int) -> str:
+    """Searched against random in words: a difference counts only if it exceeds two standard errors of the mean
+    (about a 95 % interval); one pair, or a spread as large as the mean, is called not distinguishable."""
+    if mean is None:
+        return "no matched pairs"
+    figures = f"{mean:+.2f} top-1 points (standard error {sem:.2f}) over {pairs} pairs" if sem is not None else \
+        f"{mean:+.2f} top-1 points over 1 pair (no spread to judge it by)"
+    if sem is not None and mean > 2 * sem:
+        return f"searched beats random at matched LUT latency: {figures}"
+    if sem is not None and mean < -2 * sem:
+        return f"searched is worse than random at matched LUT latency: {figures}"
+    return f"searched and random are not distinguishable at matched LUT latency: {figures}"
 
 
 def plot(frame: pd.DataFrame, path: Path) -> None:

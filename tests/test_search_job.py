@@ -115,7 +115,7 @@ def test_the_warmup_identity_leaves_out_the_architecture_optimiser(prepared: Pat
     lut = tmp_path / "lut.json"
     run_cli("lut", "--space", "mbv2", "--from-official", "lat_list_densenas_mbv2_xp32", "--out", str(lut))
     base = _job(prepared, lut)
-    raised = _job(prepared, lut, **{"search.spaces.mbv2.arch.alpha_lr": 0.03})
+    raised = _job(prepared, lut, **{"search.spaces.mbv2.arch.alpha_lr": 0.05})
     assert raised.warmup_identity == base.warmup_identity
     assert raised.identity["digest"] != base.identity["digest"], "a resumed search must refuse another arch lr"
     longer = _job(prepared, lut, **{"search.spaces.mbv2.warmup_epochs": 5})

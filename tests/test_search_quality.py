@@ -3,6 +3,7 @@ are searched, retrained and evaluated; the CSV, summary and figure are written, 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -50,3 +51,16 @@ def test_quick_search_quality_writes_its_evidence(tmp_path: Path) -> None:
     assert "done:" not in second.stderr, "a rerun reuses every finished stage"
     pd.testing.assert_frame_equal(pd.read_csv(work / "reports" / "search_quality.csv")[["name", "top1"]],
                                   frame[["name", "top1"]])
+
+
+@pytest.mark.parametrize(("mean", "sem", "pairs", "word"), [
+    (1.0, 0.4, 5, "beats"), (1.0, 0.6, 5, "not distinguishable"), (-1.0, 0.4, 5, "worse"),
+    (0.03, 0.19, 5, "not distinguishable"), (2.0, None, 1, "not distinguishable")])
+def test_verdict_weighs_the_mean_against_its_standard_error(mean: float, sem: float | None, pairs: int,
+                                                            word: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("search_quality", REPO / "benchmarks" / "search_quality.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "search_quality", module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    assert word in module.verdict(mean, sem, pairs)
