@@ -8,6 +8,7 @@ import glob
 import hashlib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +28,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     check_writable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):  # left by a killed writer
-            stale.unlink(missing_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        _remove_dead_writers_temps(target)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_WRITER}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise write_error(target, exc) from None
     os.close(fd)
@@ -42,6 +42,30 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise write_error(target, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_WRITER = f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"  # in every temp name: whose file it is
+
+
+def _remove_dead_writers_temps(target: Path) -> None:
+    """Remove the temp files of ``target`` that a killed writer left, and only those: a temp file whose writer is
+    alive (another process, another host on a shared file system) is being written and stays."""
+    here = _WRITER.rsplit("-", 1)[0]
+    prefix = f".{target.name}."
+    for temp in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        host, _, pid = temp.name[len(prefix):].split(".", 1)[0].rpartition("-")
+        if host == here and pid.isdigit() and not _alive(int(pid)):
+            temp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:

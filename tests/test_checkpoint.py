@@ -3,6 +3,7 @@ a content checksum, and refuse a foreign identity or a broken file."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -106,14 +107,24 @@ def test_content_checksum_is_recorded_and_verified(tmp_path: Path) -> None:
 
 
 def test_atomic_write_removes_the_temp_file_a_killed_writer_left(tmp_path: Path) -> None:
-    """A SIGKILL between mkstemp and rename leaves `.name.XXXX.tmp`; the next write of that file removes it."""
+    """A SIGKILL between mkstemp and rename leaves `.name.host-pid.XXXX.tmp`; the next write of that file removes
+    it, but not the temp file of a writer still alive (a concurrent write) or of another target."""
+    import socket
+    import subprocess
+
     from densenas.atomic import write_text
 
-    stale = tmp_path / ".history.csv.abc123.tmp"
+    host = socket.gethostname().replace(".", "_")
+    finished = subprocess.Popen(["true"])  # a writer that has exited
+    finished.wait()
+    stale = tmp_path / f".history.csv.{host}-{finished.pid}.abc123.tmp"
     stale.write_text("half a file")
-    other = tmp_path / ".metrics.json.abc123.tmp"
+    busy = tmp_path / f".history.csv.{host}-{os.getpid()}.def456.tmp"
+    busy.write_text("being written")
+    other = tmp_path / f".history.csv.bak.{host}-{finished.pid}.abc123.tmp"
     other.write_text("another target's temp")
     write_text(tmp_path / "history.csv", "epoch\n")
     assert not stale.exists(), "the stale temp file of history.csv survived the next write"
+    assert busy.exists(), "the temp file of a live writer was removed"
     assert other.exists(), "a temp file of another target was removed"
     assert (tmp_path / "history.csv").read_text() == "epoch\n"
