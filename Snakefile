@@ -2,11 +2,13 @@
 # -> report. Every rule calls one `densenas <stage>` command (the same commands as dvc.yaml).
 #   snakemake --cores 8 reports/table_mbv2.csv        # the MobileNetV2-space table
 #   snakemake --cores 8 --config preset=paper all     # the paper's settings (ImageNet, GPUs)
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 
+# Read for Snakemake's own use (`--config` merges over it); common.smk resolves and validates the params with
+# the preset and the command-line values, as the CLI does.
 configfile: "params.yaml"
 
 
@@ -14,10 +16,19 @@ envvars:
     "PATH",
 
 
-validate(config, "workflow/schemas/params.schema.yaml")
-
-
 include: "workflow/rules/common.smk"
+
+
+# Seconds of work each, from files already there: on a cluster they run in the Snakemake process, not as jobs.
+localrules:
+    all,
+    derive,
+    random_arch,
+    table_mbv2,
+    table_resnet,
+    figures,
+
+
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/lut.smk"
 include: "workflow/rules/search.smk"

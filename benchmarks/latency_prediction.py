@@ -35,7 +35,7 @@ from densenas.arch import PathArch, sample_arch, to_net_config
 from densenas.atomic import atomic_path, write_json
 from densenas.chained_cost import architecture_cost
 from densenas.complexity import count_mult_adds
-from densenas.config import Params, load_params
+from densenas.config import Params, load_params, parse_set_items
 from densenas.cost_table import CostTable
 from densenas.latency import LatencyStats, measure_latency
 from densenas.lut import build_lut, load_cost_table, write_lut
@@ -172,19 +172,22 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=str(REPO / "params.yaml"))
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--preset", default=None, help="preset merged over params (e.g. paper)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one param")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: params lut.device")
     parser.add_argument("--archs", type=int, default=50, help="random architectures (plus DenseNAS-A/B/C)")
     parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=None, help="default: params lut.batch")
     parser.add_argument("--threads", type=int, default=None, help="default: params lut.threads")
     parser.add_argument("--warmup", type=int, default=None, help="default: params lut.warmup")
     parser.add_argument("--repeats", type=int, default=None, help="default: params lut.repeats")
     parser.add_argument("--rounds", type=int, default=3, help="round-robin measurement rounds over the networks")
     parser.add_argument("--out", default=str(REPO / "reports" / "table_latency.csv"))
     args = parser.parse_args()
-    params = load_params(args.params)
+    params = load_params(args.params, preset=args.preset, overrides=parse_set_items(args.set))
     summary = predict_and_measure(
-        params, device=args.device, archs=args.archs, input_size=args.input_size, batch=args.batch,
+        params, device=args.device or params.lut.device, archs=args.archs, input_size=args.input_size,
+        batch=args.batch or params.lut.batch,
         threads=args.threads or params.lut.threads,
         warmup=params.lut.warmup if args.warmup is None else args.warmup,
         repeats=args.repeats or params.lut.repeats, rounds=args.rounds, out=Path(args.out))

@@ -23,32 +23,14 @@ import yaml
 
 from densenas import limits
 from densenas.atomic import check_writable, check_writable_dir
-from densenas.config import Params, load_params
+from densenas.config import Params, load_params, parse_set_items
 from densenas.errors import DensenasError
-from densenas.input_files import load_yaml_text
+from densenas.preemption import EXIT_PREEMPTED, Preempted
 from densenas.tracking import StageRecord, log_stage
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-
-
-def _parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``--set a.b=3`` pairs into a nested mapping (values parsed as YAML, by the same loader as params files)."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        parts = key.split(".")
-        if not sep or not all(parts):
-            raise DensenasError(f"--set {item!r}: expected KEY.PATH=VALUE (dot-separated keys, none empty)")
-        node = overrides
-        for depth, part in enumerate(parts[:-1]):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise DensenasError(f"--set {item!r}: an earlier --set gave {'.'.join(parts[:depth + 1])} a value, "
-                                    f"so it has no key '{parts[depth + 1]}'")
-        node[parts[-1]] = load_yaml_text(value, f"--set {key}")
-    return overrides
 
 
 def _bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -80,7 +62,7 @@ _BATCH = _bounded_int(1, limits.MAX_BATCH)
 
 
 def _params(args: argparse.Namespace) -> Params:
-    return load_params(args.params, preset=args.preset, overrides=_parse_overrides(args.set))
+    return load_params(args.params, preset=args.preset, overrides=parse_set_items(args.set))
 
 
 def _stage_params(args: argparse.Namespace) -> Params:
@@ -482,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
+    except Preempted as exc:
+        print(f"densenas: {exc} (exit {EXIT_PREEMPTED}: run again to resume)", file=sys.stderr)
+        return EXIT_PREEMPTED
     except DensenasError as exc:
         return _user_error(str(exc))
     except OSError as exc:

@@ -12,6 +12,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -161,6 +162,10 @@ class ReportParams:
 @dataclass(frozen=True)
 class WorkflowParams:
     gpus_per_job: int
+    cpus_per_gpu: int
+    mem_mb_per_gpu: int
+    mem_mb: int
+    runtime_min: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,47 @@ def _check_finite(value: Any, source: str, key: tuple[str, ...]) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_finite(item, source, (*key, str(index)))
+
+
+def parse_set_items(items: Sequence[str]) -> dict[str, Any]:
+    """``--set a.b=3`` pairs into a nested mapping (values parsed as YAML, by the same loader as params files)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise DensenasError(f"--set {item!r}: expected KEY.PATH=VALUE (dot-separated keys, none empty)")
+        node = overrides
+        for depth, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise DensenasError(f"--set {item!r}: an earlier --set gave {'.'.join(parts[:depth + 1])} a value, "
+                                    f"so it has no key '{parts[depth + 1]}'")
+        node[parts[-1]] = load_yaml_text(value, f"--set {key}")
+    return overrides
+
+
+def set_items(overrides: dict[str, Any], prefix: str = "") -> list[str]:
+    """The inverse of :func:`parse_set_items`: one ``KEY.PATH=VALUE`` per leaf, the value as JSON (valid YAML)."""
+    items = []
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            items += set_items(value, f"{path}.")
+        else:
+            items.append(f"{path}={json.dumps(value)}")
+    return items
+
+
+def command_line_overrides(overwrite_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Snakemake's ``--config`` / ``--configfile`` values as params overrides (everything but ``preset``), so that
+    they win over the preset as ``--set`` does. Snakemake reads nested ``--config`` values as plain strings
+    (``--config 'workflow={gpus_per_job: 8}'`` gives ``"8"``); strings are read again as YAML here."""
+    def typed(value: Any, key: str) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): typed(v, f"{key}.{k}") for k, v in value.items()}
+        return load_yaml_text(value, f"--config {key}") if isinstance(value, str) else value
+    return {str(k): typed(v, str(k)) for k, v in overwrite_config.items() if k != "preset"}
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -101,3 +101,26 @@ def _write(tmp_path: Path, mutate) -> Path:
 def test_bad_params_name_the_key(tmp_path: Path, mutate, message: str) -> None:
     with pytest.raises(DensenasError, match=message):
         load_params(_write(tmp_path, mutate))
+
+
+def test_command_line_config_values_are_typed_and_round_trip_through_set_flags() -> None:
+    """Snakemake reads nested `--config` values as strings; they become typed overrides (not `preset`), and the
+    `--set` flags the rules pass to the stages parse back to the same mapping."""
+    from densenas.config import command_line_overrides, parse_set_items, set_items
+
+    snakemake_config = {"preset": "paper", "workflow": {"gpus_per_job": "8"}, "seed": 3,
+                        "data": {"raw_dir": "/shared/imagenet", "input_size": "160", "pin_memory": "true"},
+                        "search": {"spaces": {"mbv2": {"variants": {"lat_c": {"lambda": "0.15"}}}}}}
+    overrides = command_line_overrides(snakemake_config)
+    assert overrides == {"workflow": {"gpus_per_job": 8}, "seed": 3,
+                         "data": {"raw_dir": "/shared/imagenet", "input_size": 160, "pin_memory": True},
+                         "search": {"spaces": {"mbv2": {"variants": {"lat_c": {"lambda": 0.15}}}}}}
+    assert parse_set_items(set_items(overrides)) == overrides
+
+
+def test_overrides_win_over_the_preset() -> None:
+    """The trap of issue #15: a value set on the command line must survive `preset=paper`, which sets it too."""
+    preset_value = load_params(REPO / "params.yaml", preset="paper").workflow.gpus_per_job
+    mine = preset_value + 7
+    params = load_params(REPO / "params.yaml", preset="paper", overrides={"workflow": {"gpus_per_job": mine}})
+    assert params.workflow.gpus_per_job == mine and params.preset == "paper"

@@ -123,6 +123,35 @@ def test_killed_search_resumes_to_identical_files(data: tuple[Path, Path], refer
                         for row in _history(reference_out / "history.csv")]
 
 
+def test_a_preempted_search_saves_its_step_and_resumes_to_identical_files(
+        data: tuple[Path, Path], reference: tuple[Path, float], tmp_path: Path) -> None:
+    """SIGTERM (slurm's preemption, `scancel --signal=TERM`) in the architecture pass: the search saves the step it
+    is at and exits 75 (the slurm profile retries it); the re-run resumes there and ends as the reference run."""
+    out = tmp_path / "lat_c"
+    every_two = {"search.checkpoint_every_steps": 2}
+    command = [sys.executable, "-m", "densenas.cli", *search_args(*data, out, overrides=every_two)]
+    process = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if "checkpoint: epoch 1, arch phase, step 2" in line:
+            process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    message = "".join(seen)
+    assert process.returncode == 75, message[-2000:]
+    assert "stopped by SIGTERM at epoch 1, arch phase, step 3" in message, message[-2000:]
+    saved = torch.load(out / "checkpoint.pt", weights_only=True, map_location="cpu")["progress"]
+    assert (saved["epoch"], saved["phase"], saved["phase_step"]) == (1, "arch", 3)
+    assert not (out / "net_config.json").exists()
+    resumed = run_cli(*search_args(*data, out, overrides=every_two))
+    assert "resumed from" in resumed.stderr and "epoch 1, arch phase" in resumed.stderr
+    reference_out, _ = reference
+    for name in ("arch_params.json", "net_config.json", "net_config.txt"):
+        assert (out / name).read_text() == (reference_out / name).read_text(), f"{name} differs after resume"
+
+
 def test_variants_share_the_warmup_checkpoint(data: tuple[Path, Path], reference: tuple[Path, float],
                                               tmp_path: Path) -> None:
     prepared, lut = data

@@ -46,18 +46,27 @@ def _epoch_of(checkpoint: Path) -> int:
     return torch.load(checkpoint, weights_only=True)["state"]["epoch"]
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(setup: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM-preempted"])
+def test_killed_run_resumes_to_the_uninterrupted_result(setup: tuple[Path, Path], tmp_path: Path,
+                                                        stop: signal.Signals) -> None:
+    """SIGKILL, or SIGTERM as slurm preempts a job (caught: the run stops at a step with exit code 75, which the
+    slurm profile retries), after the first checkpoint; the re-run ends where an uninterrupted run does."""
     data, net = setup
     _run(_train_cmd(data, net, tmp_path / "whole"))
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen([sys.executable, *_train_cmd(data, net, interrupted)], cwd=REPO, env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (interrupted / "checkpoint.pt").exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        process = subprocess.Popen([sys.executable, *_train_cmd(data, net, interrupted)], cwd=REPO, env=_env(),
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 240
+        while not (interrupted / "checkpoint.pt").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(stop)
+        process.wait(timeout=120)
+    if stop == signal.SIGTERM:
+        message = (tmp_path / "stderr.txt").read_text()
+        assert process.returncode == 75, message[-2000:]
+        assert "training stopped by SIGTERM in epoch" in message and "run again to resume" in message
     killed_at = _epoch_of(interrupted / "checkpoint.pt")
     assert killed_at < EPOCHS, f"the run finished ({killed_at} epochs) before it could be killed"
     assert not (interrupted / "metrics.json").exists()

@@ -110,3 +110,50 @@ def test_official_lut_source_needs_no_lut_profiling_before_the_search() -> None:
     embedded = _snakemake("-n", "--forceall", "--", target)
     assert not re.search(r"^rule lut:", paper, re.M), paper[-2000:]
     assert re.search(r"^rule lut:", embedded, re.M), embedded[-2000:]
+
+
+def _dry_run_jobs(*args: str) -> dict[str, dict[str, str]]:
+    """rule name -> {"shell": command, "resources": the resources line} of a dry run."""
+    jobs: dict[str, dict[str, str]] = {}
+    rule = ""
+    for line in _snakemake("-n", "-p", "--forceall", *args).splitlines():
+        if line.startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+            jobs[rule] = {"local": str(line.startswith("localrule "))}
+        elif line.startswith("    resources: "):
+            jobs[rule]["resources"] = line
+        elif line.startswith("Shell command: "):
+            jobs[rule]["shell"] = line
+    return jobs
+
+
+def test_command_line_config_wins_over_the_preset_in_every_stage() -> None:
+    """`--config preset=paper 'workflow={gpus_per_job: 8}'`: the preset sets gpus_per_job too, yet the value of
+    the command line reaches Snakemake's own resolution (torchrun with 8 ranks, job sizes from workflow.*) and,
+    as `--set`, every stage's command; the latency table runs with the preset."""
+    jobs = _dry_run_jobs("--config", "preset=paper", "workflow={gpus_per_job: 8}", "train={epochs: 3}", "--",
+                         "results/train/densenas_c/metrics.json", "reports/table_latency.csv")
+    train = jobs["train"]
+    assert "torchrun --standalone --nproc-per-node 8 -m densenas.cli --params params.yaml --preset paper" in \
+        train["shell"]
+    assert "--set workflow.gpus_per_job=8 --set train.epochs=3" in train["shell"], train["shell"]
+    assert "gpu=8" in train["resources"] and "cpus_per_task=64" in train["resources"], train["resources"]
+    assert "mem_mb=256000" in train["resources"] and "runtime=2880" in train["resources"], train["resources"]
+    assert "--preset paper --set workflow.gpus_per_job=8" in jobs["prepare"]["shell"]
+    latency = jobs["table_latency"]
+    assert "latency_prediction.py --params params.yaml --preset paper" in latency["shell"], latency["shell"]
+    assert "gpu=1" in latency["resources"], "the paper preset profiles latency on the GPU"
+
+
+def test_light_rules_run_in_the_snakemake_process() -> None:
+    """On a cluster, derive, random_arch, the tables and figures are seconds of work: local rules, not sbatch jobs;
+    the stages that compute are jobs. (Read from the parsed workflow: a dry run does not show the difference.)"""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ResourceSettings
+
+    with SnakemakeApi() as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=REPO / "Snakefile",
+                                workdir=REPO)._workflow
+        local = {rule.name for rule in workflow.rules if rule.name in workflow._localrules}
+    assert {"derive", "random_arch", "table_mbv2", "table_resnet", "figures"} <= local, local
+    assert not {"prepare", "lut", "search_warmup", "search", "train", "evaluate", "table_latency"} & local, local

@@ -35,6 +35,7 @@ from densenas.cost_table import CostTable
 from densenas.data import build_loader, set_loader_epoch
 from densenas.distributed import DistContext, broadcast_object, per_rank_batch
 from densenas.errors import DensenasError
+from densenas.preemption import Preempted, StopRequest, stop_on_signals
 from densenas.search.arch_step import StepResult, arch_step
 from densenas.search.outputs import SearchOutputs
 from densenas.search.records import INITIAL_EPOCH
@@ -138,6 +139,7 @@ class SearchRun:
                                               settings.batch_size)
         self.progress = Progress()
         self.outputs = SearchOutputs(job, self.model)
+        self.stop: StopRequest | None = None  # set while run_search catches the stop signals
 
     def _wrap_ddp(self) -> torch.nn.Module:
         """DDP averages the weight gradients of weight steps; α and β are left to :mod:`densenas.search.sync`."""
@@ -258,6 +260,12 @@ class SearchRun:
                 bar.update(1)
                 bar.set_postfix(loss=f"{result.loss:.3f}", top1=f"{result.top1:.3f}",
                                 **({"cost": f"{result.cost:.4g}"} if phase == "arch" else {}))
+                if self.stop is not None and self.stop.requested(self.ctx):
+                    self.save()
+                    raise Preempted(f"search {self.job.space.name}/{self.job.variant}: stopped by "
+                                    f"{self.stop.describe()} at epoch {progress.epoch}, {phase} phase, step "
+                                    f"{progress.phase_step}, saved in {self.job.out_dir / 'checkpoint.pt'}; "
+                                    "the same command resumes it")
                 if every and progress.phase_step % every == 0 and progress.phase_step < len(loader):
                     self.save()
 
@@ -329,5 +337,6 @@ def run_search(job: SearchJob, ctx: DistContext) -> str:
     how = search.restore()
     if ctx.is_main:
         tqdm.write(f"search {job.space.name}/{job.variant}: {how}", file=sys.stderr)
-    search.run()
+    with stop_on_signals() as search.stop:
+        search.run()
     return how

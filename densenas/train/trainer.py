@@ -30,6 +30,7 @@ from densenas.complexity import count_params
 from densenas.config import TrainParams
 from densenas.distributed import DistContext, barrier, broadcast_object
 from densenas.errors import DensenasError
+from densenas.preemption import Preempted, StopRequest, stop_on_signals
 from densenas.train.accuracy import Accuracy, evaluate_accuracy
 from densenas.train.schedule import cosine_lr, set_lr
 
@@ -124,23 +125,25 @@ def fit(net: nn.Module, train_loader: Batches, val_loader: Batches, setup: Train
     total_steps = recipe.epochs * steps_per_epoch
     progress = tqdm(total=total_steps, initial=state.step, unit="it", desc=f"train {setup.name}", file=sys.stderr,
                     disable=not ctx.is_main, dynamic_ncols=True)
-    for epoch in range(state.epoch, recipe.epochs):
-        start = time.perf_counter()
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        first_lr = cosine_lr(state.step, total_steps, recipe.effective_lr, recipe.min_lr)
-        train_loss, train_top1 = _train_epoch(model, train_loader, optimizer, criterion, state, total_steps,
-                                              recipe, ctx, progress, epoch)
-        val = _validate(net, val_loader, recipe, ctx)
-        elapsed = time.perf_counter() - start
-        state.epoch, state.wall_s = epoch + 1, state.wall_s + elapsed
-        state.history.append({"epoch": epoch + 1, "lr": first_lr, "train_loss": train_loss, "train_top1": train_top1,
-                              "val_top1": val.top1, "val_top5": val.top5, "time": elapsed})
-        best = _end_epoch(setup, identity, net, optimizer, state, val, best, ctx)
-        if ctx.is_main:
-            progress.write(f"epoch {epoch + 1}/{recipe.epochs}: train loss {train_loss:.4f} top-1 {train_top1:.2f}, "
-                           f"val top-1 {val.top1:.2f} top-5 {val.top5:.2f} ({elapsed:.1f} s)")
+    with stop_on_signals() as stop:
+        for epoch in range(state.epoch, recipe.epochs):
+            start = time.perf_counter()
+            sampler = getattr(train_loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            first_lr = cosine_lr(state.step, total_steps, recipe.effective_lr, recipe.min_lr)
+            train_loss, train_top1 = _train_epoch(model, train_loader, optimizer, criterion, state, total_steps,
+                                                  recipe, ctx, progress, epoch, stop)
+            val = _validate(net, val_loader, recipe, ctx)
+            elapsed = time.perf_counter() - start
+            state.epoch, state.wall_s = epoch + 1, state.wall_s + elapsed
+            state.history.append({"epoch": epoch + 1, "lr": first_lr, "train_loss": train_loss,
+                                  "train_top1": train_top1, "val_top1": val.top1, "val_top5": val.top5,
+                                  "time": elapsed})
+            best = _end_epoch(setup, identity, net, optimizer, state, val, best, ctx)
+            if ctx.is_main:
+                progress.write(f"epoch {epoch + 1}/{recipe.epochs}: train loss {train_loss:.4f} top-1 "
+                               f"{train_top1:.2f}, val top-1 {val.top1:.2f} top-5 {val.top5:.2f} ({elapsed:.1f} s)")
     progress.close()
     metrics = _metrics(state, setup, net, steps_per_epoch, ctx)
     best_path = setup.out_dir / "best.pt"
@@ -167,10 +170,15 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn
     return loss, logits
 
 
+STOP_CHECK_STEPS = 20  # how often training asks whether to stop (a collective under DDP, so not every step)
+
+
 def _train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                  state: TrainState, total_steps: int, recipe: TrainParams, ctx: DistContext, progress: tqdm,
-                 epoch: int) -> tuple[float, float]:
-    """One pass over ``loader``; returns the mean loss and top-1 (%) over every rank's images."""
+                 epoch: int, stop: StopRequest) -> tuple[float, float]:
+    """One pass over ``loader``; returns the mean loss and top-1 (%) over every rank's images. Asked to stop, it
+    ends the run: the checkpoint of the last finished epoch is where a resume starts (an epoch's data order and
+    augmentation draws are not checkpointed mid-epoch, so a partial epoch is repeated)."""
     model.train()
     device = ctx.device
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
@@ -187,6 +195,9 @@ def _train_epoch(model: nn.Module, loader: Batches, optimizer: torch.optim.Optim
                                    (logits.argmax(1) == labels).sum().double(),
                                    torch.tensor(labels.numel(), dtype=torch.float64, device=device)])
         progress.update()
+        if index % STOP_CHECK_STEPS == 0 and stop.requested(ctx):  # all ranks ask at the same step
+            raise Preempted(f"training stopped by {stop.describe()} in epoch {epoch + 1}, step {index + 1}; the same "
+                            f"command resumes after epoch {state.epoch} (the checkpoint of the last finished epoch)")
         if ctx.is_main and (index % 20 == 0 or index + 1 == len(loader)):
             rate = totals[2].item() * ctx.world_size / (time.perf_counter() - start)
             progress.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}", refresh=False)

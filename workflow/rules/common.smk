@@ -1,24 +1,31 @@
 # Shared helpers: the resolved params (preset merged, validated by densenas.config), the CLI prefix every rule
 # uses, and the paths of the stage contracts (DESIGN.md).
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from densenas.config import load_params
+from densenas.config import command_line_overrides, load_params, set_items
 from densenas.registry import list_models
 from densenas.report import table_models
 
 # Rules call `densenas` and `python`: use the ones of the environment Snakemake itself runs in (e.g. .venv).
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
-P = load_params("params.yaml", preset=config.get("preset"))
+# One order everywhere: params.yaml < preset < `--config`/`--configfile` (as `--set` on the CLI). The stages get
+# the preset and every command-line value as flags, so they resolve the same params as this file.
+OVERRIDES = command_line_overrides(workflow.config_settings.overwrite_config)
+P = load_params("params.yaml", preset=config.get("preset"), overrides=OVERRIDES)
 DATASET = P.dataset
 PREPARED = f"data/prepared/{DATASET}"
 # `--config preset=X` on the command line must reach the stages too; a preset set in params.yaml they read themselves.
 PRESET_FLAG = f" --preset {P.preset}" if P.preset != load_params("params.yaml").preset else ""
-CLI = f"densenas --params params.yaml{PRESET_FLAG}"
+PARAMS_FLAGS = f"--params params.yaml{PRESET_FLAG}" + "".join(
+    f" --set {shlex.quote(item)}" for item in set_items(OVERRIDES)
+)
+CLI = f"densenas {PARAMS_FLAGS}"
 ZOO = set(list_models())
 
 
@@ -76,8 +83,10 @@ GPUS = P.workflow.gpus_per_job
 # Snakemake exports OMP_NUM_THREADS={threads} to every job. On CPU, `--cores` above the real core count (e.g.
 # `--cores 8` on a laptop) runs more jobs than cores, and multi-threaded OpenMP then spin-waits: a supernet step
 # took 29 s instead of 1.5 s with four 2-thread jobs on 2 cores. One thread per job uses the cores through job
-# parallelism instead. GPU jobs keep a second thread for the host side.
-JOB_THREADS = 1 if GPUS == 0 else 2
+# parallelism instead. A GPU job asks for workflow.cpus_per_gpu cores per GPU (its ranks' loader workers).
+JOB_THREADS = 1 if GPUS == 0 else GPUS * P.workflow.cpus_per_gpu
+JOB_MEM_MB = P.workflow.mem_mb if GPUS == 0 else GPUS * P.workflow.mem_mb_per_gpu
+RUNTIME = P.workflow.runtime_min
 # End-to-end CPU latency is measured with every core Snakemake has reserved, so no other job disturbs the timing
 # (in a table run beside nine other jobs, DenseNAS-A measured 39.9 ms one time and 10.3 ms another). The stages
 # time with lut.threads torch threads whatever the reservation.
@@ -88,7 +97,8 @@ except WorkflowError:  # --report, --unlock, --lint: modes that run no job and g
 LATENCY_THREADS = CORES if P.evaluate.latency_device == "cpu" else P.lut.threads
 # Heavy stages run under torchrun when a job gets several GPUs (DDP inside the job, Snakemake across jobs).
 DIST_CLI = (
-    f"torchrun --standalone --nproc-per-node {GPUS} -m densenas.cli --params params.yaml{PRESET_FLAG}"
+    # torchrun keeps an exported OMP_NUM_THREADS: each rank gets 2 threads, not the job's whole core count
+    f"OMP_NUM_THREADS=2 torchrun --standalone --nproc-per-node {GPUS} -m densenas.cli {PARAMS_FLAGS}"
     if GPUS > 1
     else CLI
 )

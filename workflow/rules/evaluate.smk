@@ -16,8 +16,8 @@ rule evaluate:
     threads: LATENCY_THREADS
     resources:
         gpu=1 if P.evaluate.latency_device == "cuda" else 0,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=P.workflow.mem_mb,
+        runtime=RUNTIME["evaluate"],
     conda:
         ENV
     shell:

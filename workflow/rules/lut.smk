@@ -13,8 +13,8 @@ rule lut:
     threads: P.lut.threads
     resources:
         gpu=1 if P.lut.device == "cuda" else 0,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=P.workflow.mem_mb,
+        runtime=RUNTIME["lut"],
     conda:
         ENV
     shell:

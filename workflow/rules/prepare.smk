@@ -11,8 +11,8 @@ rule prepare:
         "benchmarks/results/prepare.tsv"
     threads: max(1, P.data.workers)
     resources:
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=P.workflow.mem_mb,
+        runtime=RUNTIME["prepare"],
     conda:
         ENV
     shell:

@@ -64,14 +64,19 @@ rule table_latency:
     output:
         report("reports/table_latency.csv", caption="../report/table_latency.rst", category="Tables"),
     params:
+        flags=PARAMS_FLAGS,  # the preset's LUT device and batch (paper: cuda, 32) and any --config value
         lut=section("lut"),
         input_size=P.data.input_size,
         archs=P.report.latency_table_archs,
     log:
         "logs/report/table_latency.log",
     threads: LATENCY_THREADS
+    resources:
+        gpu=1 if P.lut.device == "cuda" else 0,
+        mem_mb=P.workflow.mem_mb,
+        runtime=RUNTIME["lut"],
     conda:
         ENV
     shell:
-        "python benchmarks/latency_prediction.py --params params.yaml --input-size {params.input_size}"
+        "python benchmarks/latency_prediction.py {params.flags} --input-size {params.input_size}"
         " --archs {params.archs} --out {output} > {log} 2>&1"

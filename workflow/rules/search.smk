@@ -22,8 +22,9 @@ rule search_warmup:
     threads: JOB_THREADS
     resources:
         gpu=GPUS,
-        mem_mb=16000,
-        runtime=1440,
+        cpus_per_task=JOB_THREADS,
+        mem_mb=JOB_MEM_MB,
+        runtime=RUNTIME["search_warmup"],
     conda:
         ENV
     shell:
@@ -60,8 +61,9 @@ rule search:
     threads: JOB_THREADS
     resources:
         gpu=GPUS,
-        mem_mb=16000,
-        runtime=1440,
+        cpus_per_task=JOB_THREADS,
+        mem_mb=JOB_MEM_MB,
+        runtime=RUNTIME["search"],
     conda:
         ENV
     shell:

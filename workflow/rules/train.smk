@@ -22,8 +22,9 @@ rule train:
     threads: JOB_THREADS
     resources:
         gpu=GPUS,
-        mem_mb=16000,
-        runtime=2880,
+        cpus_per_task=JOB_THREADS,
+        mem_mb=JOB_MEM_MB,
+        runtime=RUNTIME["train"],
     conda:
         ENV
     shell:
