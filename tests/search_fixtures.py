@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from densenas.config import set_items
+
 REPO = Path(__file__).resolve().parents[1]
 IMAGES_PER_CLASS = 8  # 80 search-train and 80 search-val images: 5 steps of 16 per pass
 
@@ -24,11 +26,8 @@ SMOKE: dict[str, Any] = {
 
 
 def set_args(overrides: dict[str, Any]) -> list[str]:
-    args = []
-    for key, value in overrides.items():
-        text = "false" if value is False else "true" if value is True else str(value)
-        args += ["--set", f"{key}={text}"]
-    return args
+    """Dotted keys and values as ``--set key=value`` arguments (as the workflow passes them)."""
+    return [arg for item in set_items(overrides) for arg in ("--set", item)]
 
 
 def env() -> dict[str, str]:

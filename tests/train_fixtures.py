@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from densenas.config import Params, load_params
+from densenas.config import Params, load_params, set_items
 from densenas.data import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,15 +35,9 @@ def quick_params(**train: Any) -> Params:
     return load_params(REPO / "params.yaml", overrides=quick_overrides(**train))
 
 
-def set_args(overrides: dict[str, Any], prefix: str = "") -> list[str]:
-    """``overrides`` as ``--set key=value`` command-line arguments."""
-    args: list[str] = []
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            args += set_args(value, f"{prefix}{key}.")
-        else:
-            args += ["--set", f"{prefix}{key}={json.dumps(value)}"]
-    return args
+def set_args(overrides: dict[str, Any]) -> list[str]:
+    """``overrides`` as ``--set key=value`` command-line arguments (as the workflow passes them)."""
+    return [arg for item in set_items(overrides) for arg in ("--set", item)]
 
 
 def prepare_small(out: Path) -> Path:
