@@ -149,6 +149,7 @@ def suite_params(ctx: PartContext) -> Any:
     keeps_groups = group is None or s.ddp_batch % group == 0
     overrides = {
         "tracking": {"enabled": False},
+        "lut": {"calibration_archs": max(s.lat_archs, 3), "calibration_rounds": 1},
         "data": {"num_search_classes": s.fixture_classes, "max_images_per_class": None,
                  "max_search_images_per_class": None, "input_size": s.input_size, "eval_resize": s.eval_resize,
                  "pack_short_side": s.pack_short_side, "workers": s.workers, "pin_memory": ctx.device == "cuda"},
@@ -339,9 +340,10 @@ def part_lut(ctx: PartContext) -> None:
     s, path = ctx.sizes, ctx.work / "lut_mbv2.json"
     start = time.perf_counter()
     code = cli(["--params", str(REPO / "params.yaml"), "--preset", "paper", "--set", "tracking.enabled=false",
-                "--set", f"lut.warmup={s.lut_warmup}", "--set", f"lut.repeats={s.lut_repeats}", "lut", "--space",
-                "mbv2", "--device", ctx.device, "--batch", str(s.lut_batch), "--input-size", str(s.lut_input),
-                "--out", str(path)])
+                "--set", f"lut.warmup={s.lut_warmup}", "--set", f"lut.repeats={s.lut_repeats}",
+                "--set", f"lut.calibration_archs={max(s.lat_archs, 3)}", "--set", "lut.calibration_rounds=1",
+                "lut", "--space", "mbv2", "--device", ctx.device, "--batch", str(s.lut_batch), "--input-size",
+                str(s.lut_input), "--out", str(path)])
     if code:
         raise RuntimeError(f"densenas lut exited with {code}")
     doc = read_lut(path)
@@ -378,15 +380,15 @@ def part_latency(ctx: PartContext) -> None:
                                   batch=s.lat_batch, threads=1, warmup=s.lat_warmup, repeats=s.lat_repeats,
                                   rounds=s.lat_rounds, out=ctx.work / "latency" / "table_latency.csv",
                                   deadline=ctx.deadline - 0.1 * ctx.time_left())
-    mean = summary["mean"]
+    figures = {name: summary[name] for name in ("isolated", "calibrated", "mult_adds") if name in summary}
     ctx.rec.figure("summary", summary,
                    f"{summary['archs']} networks at {s.lat_input} px, batch {s.lat_batch}, {summary['rounds']} "
-                   f"rounds: MAPE {mean['plain_all']['mape_pct']:.1f} %, within ±10 % "
-                   f"{mean['plain_all']['within_10pct']:.0%}, Spearman ρ {mean['plain_all']['spearman_rho']:.2f}; "
-                   f"with the fitted offset ({mean['offset_ms']:.2f} ms) MAPE "
-                   f"{mean['corrected_eval']['mape_pct']:.1f} % on held-out networks")
+                   f"rounds, LUT {summary['lut_method']}: " + "; ".join(
+                       f"{name}: MAPE {row['mape_pct']:.1f} %, within ±10 % {row['within_10pct']:.0%}, Spearman ρ "
+                       f"{row['spearman_rho']:.2f}" for name, row in figures.items()))
     for name, row in summary["published"].items():
-        ctx.rec.line(f"{name}: predicted {row['predicted_mean_ms']:.2f} ms, measured {row['measured_mean_ms']:.2f} ms")
+        predicted = row[f"predicted_{summary['lut_method']}_ms"]
+        ctx.rec.line(f"{name}: predicted {predicted:.2f} ms, measured {row['measured_ms']:.2f} ms")
     ctx.rec.check("networks measured", summary["archs"] == s.lat_archs + 3, f"{summary['archs']} networks")
 
 

@@ -1,17 +1,18 @@
-"""How well a per-op LUT (CPU or CUDA) predicts the end-to-end latency of derived MBV2 networks on this machine.
+"""How well the per-op LUT (CPU or CUDA) predicts the end-to-end latency of derived MBV2 networks on this machine.
 
-Samples random architectures of the MBV2 space (seeded random node path and ops) plus DenseNAS-A/B/C, measures a
-LUT of every supernet op here (1000-class classifier, as the derived networks have), predicts each network as the
-sum of its ops' entries (stem, head ops, kept stacked ops, final 1x1 branch, classifier; skip layers are absent
-from a derived network and cost 0), measures the network end to end with the same ``measure_latency`` protocol and
-threads (round-robin over the networks, several rounds), and reports MAPE, the share within ±10 % and Spearman's
-ρ for two statistics (mean: the official one; min: the pass least disturbed by other jobs on a shared machine),
-plain and with a constant per-network overhead fitted on half of the random architectures and evaluated on the
-others and DenseNAS-A/B/C.
+Builds the LUT as the `lut` stage does (params `lut.method`: calibrated, the isolated-op timings corrected by a
+fit on random networks measured here, or isolated), then samples random architectures of the MBV2 space (seeded;
+none of them among the calibration's networks) plus DenseNAS-A/B/C, measures each end to end with the same
+`measure_latency` loop and threads (round-robin over the networks, several rounds), and compares three
+predictors: the calibrated table's chained cost (what the search optimises), the plain sum of the isolated
+timings (skip layers 0), and mult-adds times one factor fitted on these very networks (the baseline). For each:
+MAPE, the share within ±10 % and Spearman's ρ. On CPU it also times DenseNAS-A/B/C's ops inside the running
+network (forward hooks), to split a pass into op time and the glue between ops.
 
 Run: python benchmarks/latency_prediction.py [--device cpu|cuda] [--input-size 224] [--batch 1] [--threads 1]
-     [--archs 50] [--rounds 3]
-Writes reports/table_latency.csv (per architecture) and reports/table_latency.json (summary, device, date).
+     [--archs 100] [--rounds 3]
+Writes reports/table_latency.csv (per architecture), reports/table_latency.json (summary, device, date) and
+reports/table_latency.png (predicted against measured, one panel per predictor).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from densenas.config import Params, load_params, parse_set_items
 from densenas.cost_table import CostTable
 from densenas.latency import LatencyStats, measure_latency
 from densenas.lut import build_lut, load_cost_table, write_lut
+from densenas.lut.calibrate import calibration_archs
+from densenas.lut.lut_file import CalibrationSettings
 from densenas.models import build_network
 from densenas.registry import published_archs
 from densenas.spaces import build_topology, load_space
@@ -47,7 +50,6 @@ from densenas.spaces.topology import Topology
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 1000   # the derived networks' classifier, so the LUT costs the same Linear
-STATISTICS = ("mean", "min")   # mean: the official statistic; min: the pass least disturbed by other jobs
 
 
 def published(space: SearchSpace, topology: Topology) -> dict[str, PathArch]:
@@ -91,24 +93,36 @@ def accuracy(predicted: pd.Series, measured: pd.Series) -> dict[str, float]:
 def predict_and_measure(params: Params, *, device: str, archs: int, input_size: int, batch: int, threads: int,
                         warmup: int, repeats: int, rounds: int, out: Path,
                         deadline: float | None = None) -> dict[str, Any]:
-    """Measure the LUT on ``device``, predict and measure every network, write ``out`` (CSV) and its JSON summary
-    beside it; return the summary. A round after the first starts only if it would end (as long as the last one
-    took) before ``deadline`` (``time.monotonic()``); the summary says how many ran."""
+    """Build the LUT as the `lut` stage does (params ``lut.method``; a calibrated table fits its correction on its
+    own random networks, disjoint from those evaluated here), predict and measure every network, write ``out``
+    (CSV) and its JSON summary beside it; return the summary. A round after the first starts only if it would end
+    (as long as the last one took) before ``deadline`` (``time.monotonic()``); the summary says how many ran."""
     space = load_space("mbv2")
     topology = build_topology(space)
     start = time.perf_counter()
+    calibration = (CalibrationSettings(params.lut.calibration_archs, params.lut.calibration_rounds, params.seed)
+                   if params.lut.method == "calibrated" else None)
     lut = build_lut(space, metric="latency", input_size=input_size, batch=batch, dtype="float32",
-                    num_classes=NUM_CLASSES, device=device, warmup=warmup, repeats=repeats, threads=threads)
+                    num_classes=NUM_CLASSES, device=device, warmup=warmup, repeats=repeats, threads=threads,
+                    calibration=calibration)
     lut_path = out.with_name(out.stem + "_lut.json")
     write_lut(lut_path, lut)
     lut_seconds = time.perf_counter() - start
-    tables = {statistic: without_skip_cost(load_cost_table(lut_path, space, topology, input_size=input_size,
-                                                           batch=batch, statistic=statistic), space)
-              for statistic in STATISTICS}
+    # The predictor the search optimises: the chained cost of the table as written (calibrated: skip layers 0).
+    tables = {lut["method"]: load_cost_table(lut_path, space, topology, input_size=input_size, batch=batch)}
+    if lut["method"] == "calibrated":  # the isolated timings the calibration started from, for comparison
+        isolated = {**lut, "method": "isolated", "entries": lut["isolated_entries"]}
+        del isolated["isolated_entries"], isolated["calibration"]
+        isolated_path = out.with_name(out.stem + "_lut_isolated.json")
+        write_lut(isolated_path, isolated)
+        tables["isolated"] = load_cost_table(isolated_path, space, topology, input_size=input_size, batch=batch)
+    tables["isolated"] = without_skip_cost(tables["isolated"], space)
 
     rng = random.Random(params.seed)
-    chosen = {**published(space, topology), **{f"random_{i:03d}": sample_arch(space, topology, rng)
-                                               for i in range(archs)}}
+    held_out = {repr(a) for a in calibration_archs(space, topology, calibration.archs, calibration.seed)} \
+        if calibration else set()
+    randoms = (arch for arch in iter(lambda: sample_arch(space, topology, rng), None) if repr(arch) not in held_out)
+    chosen = {**published(space, topology), **{f"random_{i:03d}": next(randoms) for i in range(archs)}}
     configs = {name: to_net_config(arch, space, topology, NUM_CLASSES) for name, arch in chosen.items()}
     shape = (batch, 3, input_size, input_size)
     torch.manual_seed(params.seed)
@@ -132,41 +146,90 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
     frame = pd.DataFrame([
         {"arch": name, "node_path": "-".join(map(str, arch.path)),
          "mult_adds_m": count_mult_adds(build_network(configs[name]), (1, *shape[1:])) / 1e6,
-         **{f"predicted_{stat}_ms": predict(tables[stat], space, topology, arch) for stat in STATISTICS},
-         "measured_mean_ms": statistics.fmean(s.mean_ms for s in measured[name]),
-         "measured_min_ms": min(s.min_ms for s in measured[name])}
+         **{f"predicted_{method}_ms": predict(table, space, topology, arch) for method, table in tables.items()},
+         "measured_ms": statistics.fmean(s.mean_ms for s in measured[name])}
         for name, arch in chosen.items()
     ])
-
-    # A constant per-network overhead (dispatch and glue the isolated ops do not see): fitted on every other random
-    # architecture, evaluated on the other random ones and DenseNAS-A/B/C.
-    frame["split"] = ["fit" if name.startswith("random") and int(name[-3:]) % 2 == 0 else "eval"
-                      for name in frame["arch"]]
-    fit, evaluation = frame[frame["split"] == "fit"], frame[frame["split"] == "eval"]
+    # The baseline: mult-adds times the one factor that fits these very networks best (relative least squares),
+    # a generous baseline, since the LUT's calibration never sees them.
+    relative = frame["mult_adds_m"] / frame["measured_ms"]  # min Σ (k·relative − 1)²
+    ms_per_m = float(relative.sum() / (relative**2).sum())
+    frame["predicted_mult_adds_ms"] = frame["mult_adds_m"] * ms_per_m
+    predictors = [*tables, "mult_adds"]
     summary: dict[str, Any] = {
         "device": lut["device"], "torch": torch.__version__, "threads": threads, "input_size": input_size,
         "batch": batch, "warmup": warmup, "repeats": repeats, "rounds": len(measured["densenas_a"]),
         "num_classes": NUM_CLASSES, "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "load_average": os.getloadavg(), "lut_entries": len(lut["entries"]), "lut_seconds": round(lut_seconds, 1),
+        "lut_method": lut["method"], "calibration": lut.get("calibration"),
         "total_seconds": round(time.perf_counter() - start, 1), "archs": len(frame),
+        "mult_adds_ms_per_m": ms_per_m,
+        **{name: accuracy(frame[f"predicted_{name}_ms"], frame["measured_ms"]) for name in predictors},
     }
-    for stat in STATISTICS:
-        predicted, measured_ms = f"predicted_{stat}_ms", f"measured_{stat}_ms"
-        offset = float((fit[measured_ms] - fit[predicted]).mean())
-        frame[f"error_{stat}_pct"] = (frame[predicted] / frame[measured_ms] - 1) * 100
-        frame[f"corrected_{stat}_ms"] = frame[predicted] + offset
-        summary[stat] = {
-            "plain_all": accuracy(frame[predicted], frame[measured_ms]),
-            "plain_eval": accuracy(evaluation[predicted], evaluation[measured_ms]),
-            "offset_ms": offset,
-            "corrected_eval": accuracy(evaluation[predicted] + offset, evaluation[measured_ms]),
-        }
+    for name in predictors:
+        frame[f"error_{name}_pct"] = (frame[f"predicted_{name}_ms"] / frame["measured_ms"] - 1) * 100
     summary["published"] = frame[~frame["arch"].str.startswith("random")].set_index("arch")[
-        [f"{kind}_{stat}_ms" for stat in STATISTICS for kind in ("predicted", "measured")]].to_dict("index")
+        [f"predicted_{name}_ms" for name in predictors] + ["measured_ms"]].to_dict("index")
+    if device == "cpu":  # where the time goes: the same ops timed inside the network (hooks need no sync on CPU)
+        for name, row in summary["published"].items():
+            row["in_context_ops_ms"] = time_in_context(build_network(configs[name]), shape, warmup=warmup,
+                                                       repeats=repeats)
     with atomic_path(out) as tmp:
         frame.round(4).to_csv(tmp, index=False)
     write_json(out.with_suffix(".json"), summary)
+    plot_scatter(frame, predictors, out.with_suffix(".png"))
     return summary
+
+
+@torch.no_grad()
+def time_in_context(network: torch.nn.Module, shape: tuple[int, ...], *, warmup: int, repeats: int) -> float:
+    """Mean per-pass sum of the network's own op timings (stem, every head and stacked op, the 1x1 tail, pool and
+    classifier) taken inside the running network with forward hooks (CPU): the ops as the LUT prices them, but
+    with their real inputs; what is left of the whole pass is the glue between them."""
+    ops = [network.stem, *(op for block in network.blocks for op in block), network.tail, network.pool,
+           network.classifier]
+    started: dict[int, float] = {}
+    spent = [0.0]
+
+    def before(module: torch.nn.Module, _: Any) -> None:
+        started[id(module)] = time.perf_counter()
+
+    def after(module: torch.nn.Module, _: Any, __: Any) -> None:
+        spent[0] += time.perf_counter() - started[id(module)]
+
+    handles = [h for op in ops for h in (op.register_forward_pre_hook(before), op.register_forward_hook(after))]
+    network.eval()
+    x = torch.randn(shape)
+    try:
+        for index in range(warmup + repeats):
+            if index == warmup:
+                spent[0] = 0.0
+            network(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return spent[0] * 1e3 / repeats
+
+
+def plot_scatter(frame: pd.DataFrame, predictors: list[str], path: Path) -> None:
+    """Predicted against measured latency, one panel per predictor, the diagonal and its ±10 % band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(predictors), figsize=(4.2 * len(predictors), 4), squeeze=False)
+    top = float(max(frame["measured_ms"].max(), *(frame[f"predicted_{p}_ms"].max() for p in predictors))) * 1.05
+    for ax, name in zip(axes[0], predictors, strict=True):
+        ax.scatter(frame["measured_ms"], frame[f"predicted_{name}_ms"], s=10)
+        ax.plot([0, top], [0, top], color="black", linewidth=0.8)
+        ax.fill_between([0, top], [0, 0.9 * top], [0, 1.1 * top], color="grey", alpha=0.2, label="±10 %")
+        ax.set(xlim=(0, top), ylim=(0, top), xlabel="measured (ms)", ylabel="predicted (ms)", title=name)
+        ax.legend(loc="upper left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -175,7 +238,7 @@ def main() -> None:
     parser.add_argument("--preset", default=None, help="preset merged over params (e.g. paper)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one param")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: params lut.device")
-    parser.add_argument("--archs", type=int, default=50, help="random architectures (plus DenseNAS-A/B/C)")
+    parser.add_argument("--archs", type=int, default=100, help="random architectures (plus DenseNAS-A/B/C)")
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=None, help="default: params lut.batch")
     parser.add_argument("--threads", type=int, default=None, help="default: params lut.threads")

@@ -22,6 +22,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from densenas.arch import PathArch, sample_arch_matching, to_net_config
+from densenas.arch import PathArch, sample_arch, to_net_config
 from densenas.atomic import atomic_path, write_json
 from densenas.chained_cost import architecture_cost
 from densenas.lut import load_cost_table, read_lut
@@ -113,8 +114,16 @@ def search_nets(runner: Runner, data: Path, lut: Path, seeds: Sequence[int], lam
     return nets
 
 
-def random_nets(work: Path, lut: Path, targets: Sequence[float], tolerance: float) -> list[Net]:
-    """One random architecture per target chained LUT latency (seeded by its index), as net_config files."""
+RANDOM_POOL = 20_000  # random architectures drawn once; the Random Search rows are picked from them
+
+
+def random_nets(work: Path, lut: Path, searched: Sequence[float], count: int,
+                tolerance: float) -> tuple[list[Net], list[float], dict[str, Any]]:
+    """The Random Search rule at matched chained LUT latency: ``count`` targets spread over the searched latencies
+    that some of ``RANDOM_POOL`` random architectures (seeded) match within ``tolerance``, each matched by the first
+    unused such architecture. Searched latencies that no random architecture reaches (a large λ finds networks
+    cheaper than random sampling does) are reported, not matched. Returns the nets, their targets and the pool's
+    record."""
     space = load_space(SPACE)
     topology = build_topology(space)
     doc = read_lut(lut)
@@ -125,16 +134,26 @@ def random_nets(work: Path, lut: Path, targets: Sequence[float], tolerance: floa
         return architecture_cost(topology, table, arch.path, [space.head_ops.index(op) for op in arch.head_ops],
                                  [[space.stack_ops.index(op) for op in ops] for ops in arch.stack_ops])
 
-    nets = []
+    rng = random.Random(0)
+    pool = [(arch, lut_latency(arch)) for arch in (sample_arch(space, topology, rng) for _ in range(RANDOM_POOL))]
+
+    def matches(target: float) -> list[int]:
+        return [i for i, (_, value) in enumerate(pool) if abs(value - target) <= tolerance * target]
+
+    reachable = [value for value in searched if matches(value)]
+    targets = spread(reachable, count) if reachable else []
+    nets, used = [], set()
     for index, target in enumerate(targets):
+        choice = next(i for i in matches(target) if i not in used)
+        used.add(choice)
         path = work / "random" / f"r{index}" / "net_config.json"
-        if not path.exists():
-            arch, _ = sample_arch_matching(space, topology, lut_latency, target, tolerance=tolerance, seed=index,
-                                           unit="ms")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json(path, to_net_config(arch, space, topology).to_dict())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, to_net_config(pool[choice][0], space, topology).to_dict())
         nets.append(Net("random", f"r{index}", str(path)))
-    return nets
+    latencies = [value for _, value in pool]
+    record = {"size": RANDOM_POOL, "min_lut_latency_ms": min(latencies), "max_lut_latency_ms": max(latencies),
+              "searched_unmatched_lut_latency_ms": sorted(v for v in searched if v not in reachable)}
+    return nets, targets, record
 
 
 def spread(values: Sequence[float], count: int) -> list[float]:
@@ -258,8 +277,8 @@ def main() -> None:
     searched = search_nets(runner, data, lut, seeds, lambdas)
     derived = {net.name: json.loads((Path(net.model).parent / "metrics.json").read_text())["derived"]
                for net in searched}
-    targets = spread([derived[net.name]["lut_latency_ms"] for net in searched], random_count)
-    randoms = random_nets(args.work, lut, targets, args.tolerance)
+    latencies = [derived[net.name]["lut_latency_ms"] for net in searched]
+    randoms, targets, pool = random_nets(args.work, lut, latencies, random_count, args.tolerance)
     matched = [min(searched, key=lambda n: abs(derived[n.name]["lut_latency_ms"] - t)) for t in targets]
     published = [Net("published", name, name) for name in (PUBLISHED[:1] if quick else PUBLISHED)]
     nets = [*searched, *randoms, *published]
@@ -267,7 +286,7 @@ def main() -> None:
     frame = table(nets, results)
     meta = {"date": dt.date.today().isoformat(), "device": device_info("cpu")["name"], "seeds": seeds,
             "lambdas": lambdas, "tau": TAU, "random": random_count, "tolerance": args.tolerance, "quick": quick,
-            "params_overrides": sets, "load_average": os.getloadavg(),
+            "params_overrides": sets, "load_average": os.getloadavg(), "random_pool": pool,
             "wall_minutes": (dt.datetime.now() - started).total_seconds() / 60}
     summary = summarise(frame, [(s.name, r.name) for s, r in zip(matched, randoms, strict=True)], meta)
     args.reports.mkdir(parents=True, exist_ok=True)

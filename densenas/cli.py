@@ -159,6 +159,7 @@ def cmd_lut(args: argparse.Namespace) -> None:
     import time
 
     from densenas.lut import build_lut, write_lut
+    from densenas.lut.lut_file import CalibrationSettings
     from densenas.official_lut import official_lut_document
     from densenas.spaces import load_space
 
@@ -177,12 +178,18 @@ def cmd_lut(args: argparse.Namespace) -> None:
         batch=_or(args.batch, params.lut.batch), dtype=_or(args.dtype, params.lut.dtype),
         num_classes=args.num_classes, device=_or(args.device, params.lut.device), warmup=params.lut.warmup,
         repeats=params.lut.repeats, threads=params.lut.threads,
+        calibration=(CalibrationSettings(params.lut.calibration_archs, params.lut.calibration_rounds, params.seed)
+                     if params.lut.method == "calibrated" and args.metric == "latency" else None),
     )
     write_lut(args.out, doc)
-    print(f"lut {space.name}: {len(doc['entries'])} ops, {doc['metric']} in {doc['units']}, on "
+    fit = doc.get("calibration")
+    how = (f"calibrated on {fit['archs']} networks (+{fit['per_op_ms']:.4f} ms per op, +{fit['offset_ms']:.3f} ms "
+           f"per network, fit MAPE {fit['fit_mape_pct']:.1f} %)" if fit else "isolated ops")
+    print(f"lut {space.name}: {len(doc['entries'])} ops, {doc['metric']} in {doc['units']}, {how}, on "
           f"{doc['device']['name']}, {time.perf_counter() - start:.1f} s -> {args.out}", file=sys.stderr)
     log_stage(params, StageRecord(stage="lut", space=space.name, artifacts=[Path(args.out)],
-                                  extra_params={"metric": doc["metric"], "device": doc["device"]["name"]}))
+                                  extra_params={"metric": doc["metric"], "device": doc["device"]["name"],
+                                                "method": doc.get("method", "analytic")}))
 
 
 def cmd_search(args: argparse.Namespace) -> None:

@@ -53,6 +53,9 @@ class LutParams:
     repeats: int
     threads: int
     dtype: str
+    method: str      # calibrated (isolated timings fitted to whole networks measured here) or isolated
+    calibration_archs: int
+    calibration_rounds: int
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class ReportParams:
 @dataclass(frozen=True)
 class WorkflowParams:
     gpus_per_job: int
+    nodes_per_job: int
     cpus_per_gpu: int
     mem_mb_per_gpu: int
     mem_mb: int

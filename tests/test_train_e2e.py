@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -98,3 +99,32 @@ def test_ddp_two_cpu_processes_keep_replicas_identical(setup: tuple[Path, Path],
     assert len(digests) == 2 and digests[0] == digests[1], f"replica parameter digests differ: {digests}"
     assert len(checkpoint["rng"]) == 2, "each rank's RNG state is kept for resuming"
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "checkpoint.pt", "history.csv", "metrics.json"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_nodes_train_the_same_weights_as_one_node_with_two_processes(setup: tuple[Path, Path],
+                                                                        tmp_path: Path) -> None:
+    """`workflow.nodes_per_job: 2` through densenas.launch: two launchers ("nodes", 1 gloo process each) meet at
+    a c10d rendezvous on localhost and end with the weights of one launcher running 2 processes."""
+    data, net = setup
+    single, multi = tmp_path / "one_node", tmp_path / "two_nodes"
+    cli = _train_cmd(data, net, single, epochs=2)[2:]  # without "-m densenas.cli": the launcher adds it
+    _run(["-m", "densenas.launch", "--nnodes", "1", "--nproc-per-node", "2", "--", *cli])
+    endpoint = f"127.0.0.1:{_free_port()}"
+    node = ["-m", "densenas.launch", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", endpoint,
+            "--rdzv-id", "test-two-nodes", "--", *_train_cmd(data, net, multi, epochs=2)[2:]]
+    nodes = [subprocess.Popen([sys.executable, *node], cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [process.communicate(timeout=300)[1] for process in nodes]
+    assert [process.returncode for process in nodes] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    runs = [json.loads((d / "metrics.json").read_text()) for d in (single, multi)]
+    assert runs[0]["world_size"] == runs[1]["world_size"] == 2
+    assert runs[1]["best"] == runs[0]["best"] and runs[1]["last"] == runs[0]["last"]
+    weights = [torch.load(d / "checkpoint.pt", weights_only=True)["model"] for d in (single, multi)]
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), f"weights differ at {name}"

@@ -134,8 +134,7 @@ def test_command_line_config_wins_over_the_preset_in_every_stage() -> None:
     jobs = _dry_run_jobs("--config", "preset=paper", "workflow={gpus_per_job: 8}", "train={epochs: 3}", "--",
                          "results/train/densenas_c/metrics.json", "reports/table_latency.csv")
     train = jobs["train"]
-    assert "torchrun --standalone --nproc-per-node 8 -m densenas.cli --params params.yaml --preset paper" in \
-        train["shell"]
+    assert "densenas.launch --nnodes 1 --nproc-per-node 8 -- --params params.yaml --preset paper" in train["shell"]
     assert "--set workflow.gpus_per_job=8 --set train.epochs=3" in train["shell"], train["shell"]
     assert "gpu=8" in train["resources"] and "cpus_per_task=64" in train["resources"], train["resources"]
     assert "mem_mb=256000" in train["resources"] and "runtime=2880" in train["resources"], train["resources"]

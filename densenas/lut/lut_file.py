@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -23,9 +24,9 @@ from densenas.atomic import write_json
 from densenas.errors import DensenasError
 from densenas.input_files import load_json_file
 from densenas.lut.profile import count_flops, device_info, profile_latency
-from densenas.lut.sites import supernet_sites
+from densenas.lut.sites import SupernetSites, supernet_sites
 from densenas.spaces.space import SearchSpace
-from densenas.spaces.topology import build_topology
+from densenas.spaces.topology import Topology, build_topology
 
 SCHEMA_VERSION = 1
 INTEGRITY = "content_sha256"
@@ -37,17 +38,28 @@ def lut_schema() -> dict[str, Any]:
     return json.loads(resources.files("densenas.resources").joinpath("lut.schema.json").read_text())
 
 
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """How many random networks the calibrated method measures end to end (see densenas.lut.calibrate)."""
+    archs: int
+    rounds: int
+    seed: int
+
+
 def build_lut(
     space: SearchSpace, *, metric: str, input_size: int, batch: int, dtype: str, num_classes: int, device: str,
-    warmup: int, repeats: int, threads: int, progress: bool = True,
+    warmup: int, repeats: int, threads: int, progress: bool = True, calibration: CalibrationSettings | None = None,
 ) -> dict[str, Any]:
     """The LUT document of ``space``: every distinct op site measured once (latency) or counted (FLOPs, always
-    batch 1 as in SPEC §5.1, whatever ``batch`` says)."""
+    batch 1 as in SPEC §5.1, whatever ``batch`` says). With ``calibration``, latency entries are corrected by a
+    fit on that many random networks measured end to end (``method: calibrated``), else ``method: isolated``."""
     for key, value, minimum in (("batch", batch, 1), ("num_classes", num_classes, 1), ("warmup", warmup, 0),
                                 ("repeats", repeats, 1), ("threads", threads, 1)):
         if value < minimum:
             raise DensenasError(f"LUT {key} must be >= {minimum}, got {value}")
-    sites = supernet_sites(space, build_topology(space), input_size=input_size, num_classes=num_classes).distinct()
+    topology = build_topology(space)
+    layout = supernet_sites(space, topology, input_size=input_size, num_classes=num_classes)
+    sites = layout.distinct()
     header: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "space": space.name, "metric": metric,
                               "units": UNITS[metric], "input_size": input_size}
     if metric == "flops":
@@ -66,10 +78,37 @@ def build_lut(
                                        "count": s.count}
         for site, s in stats.items()
     }
-    return {**header, "batch": batch, "dtype": dtype, "num_classes": num_classes, "device": device_info(device),
-            "torch": torch.__version__, "cuda": torch.version.cuda if device.startswith("cuda") else None,
-            "threads": threads, "warmup": warmup, "repeats": repeats, "measured_at": _today(),
-            "source": "measured", "entries": entries}
+    doc = {**header, "batch": batch, "dtype": dtype, "num_classes": num_classes, "device": device_info(device),
+           "torch": torch.__version__, "cuda": torch.version.cuda if device.startswith("cuda") else None,
+           "threads": threads, "warmup": warmup, "repeats": repeats, "measured_at": _today(),
+           "source": "measured", "method": "isolated", "entries": entries}
+    if calibration is None:
+        return doc
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _calibrated(doc, space, topology, layout, calibration, device=device)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _calibrated(doc: dict[str, Any], space: SearchSpace, topology: Topology, layout: SupernetSites,
+                settings: CalibrationSettings, *, device: str) -> dict[str, Any]:
+    from densenas.lut import calibrate
+
+    batch, dtype, entries = doc["batch"], doc["dtype"], doc["entries"]
+    archs = calibrate.calibration_archs(space, topology, settings.archs, settings.seed)
+    measured = calibrate.measure_networks(archs, space, topology, num_classes=doc["num_classes"],
+                                          input_size=doc["input_size"], batch=batch, device=device, dtype=dtype,
+                                          warmup=doc["warmup"], repeats=doc["repeats"], rounds=settings.rounds)
+    terms = [calibrate.arch_terms(layout, entries, space, topology, arch, batch=batch, dtype=dtype)
+             for arch in archs]
+    fitted = calibrate.fit_calibration([t[0] for t in terms], [t[1] for t in terms], measured)
+    errors = [abs(fitted.predict(*t) / m - 1) for t, m in zip(terms, measured, strict=True)]
+    record = calibrate.calibration_record(fitted, archs=settings.archs, rounds=settings.rounds, seed=settings.seed,
+                                          fit_mape_pct=100 * sum(errors) / len(errors))
+    return {**doc, "method": "calibrated", "calibration": record, "isolated_entries": entries,
+            "entries": calibrate.calibrated_entries(layout, entries, fitted, batch=batch, dtype=dtype)}
 
 
 def validate_lut(doc: Any, source: str) -> None:

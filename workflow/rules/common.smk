@@ -95,13 +95,19 @@ try:
 except WorkflowError:  # --report, --unlock, --lint: modes that run no job and get no core count
     CORES = 1
 LATENCY_THREADS = CORES if P.evaluate.latency_device == "cpu" else P.lut.threads
-# Heavy stages run under torchrun when a job gets several GPUs (DDP inside the job, Snakemake across jobs).
-DIST_CLI = (
-    # torchrun keeps an exported OMP_NUM_THREADS: each rank gets 2 threads, not the job's whole core count
-    f"OMP_NUM_THREADS=2 torchrun --standalone --nproc-per-node {GPUS} -m densenas.cli {PARAMS_FLAGS}"
-    if GPUS > 1
-    else CLI
-)
+# Heavy stages run under torchrun when a job gets several GPUs or nodes (DDP inside the job, Snakemake across
+# jobs), launched by densenas.launch: --standalone on one node; on several, slurm starts one launcher per node
+# (the job's `srun`) and they meet at a c10d rendezvous on the first node. torchrun keeps an exported
+# OMP_NUM_THREADS: each rank gets 2 threads, not the job's whole core count.
+NODES = P.workflow.nodes_per_job
+LAUNCH = f"python -m densenas.launch --nnodes {NODES} --nproc-per-node {max(GPUS, 1)} -- {PARAMS_FLAGS}"
+if NODES > 1:
+    DIST_CLI = f"OMP_NUM_THREADS=2 srun --ntasks-per-node=1 --ntasks={NODES} {LAUNCH}"
+    # the slurm plugin's multi-task job: no srun of its own around the command, one task per node
+    DIST_RESOURCES = {"nodes": NODES, "tasks": NODES, "tasks_per_gpu": 0, "mpi": "srun"}
+else:
+    DIST_CLI = f"OMP_NUM_THREADS=2 {LAUNCH}" if GPUS > 1 else CLI
+    DIST_RESOURCES = {}
 
 
 ENV = "../envs/densenas.yaml"

@@ -23,6 +23,7 @@ rule search_warmup:
     resources:
         gpu=GPUS,
         cpus_per_task=JOB_THREADS,
+        **DIST_RESOURCES,
         mem_mb=JOB_MEM_MB,
         runtime=RUNTIME["search_warmup"],
     conda:
@@ -62,6 +63,7 @@ rule search:
     resources:
         gpu=GPUS,
         cpus_per_task=JOB_THREADS,
+        **DIST_RESOURCES,
         mem_mb=JOB_MEM_MB,
         runtime=RUNTIME["search"],
     conda:

@@ -23,6 +23,7 @@ rule train:
     resources:
         gpu=GPUS,
         cpus_per_task=JOB_THREADS,
+        **DIST_RESOURCES,
         mem_mb=JOB_MEM_MB,
         runtime=RUNTIME["train"],
     conda:
