@@ -45,9 +45,9 @@ def run_cli():
     return run
 
 
-# The two longest modules (a full smoke pipeline each, minutes) start first, one per worker, so that with
+# The longest modules (a smoke pipeline or two each, minutes) start first, one per worker, so that with
 # `-n auto --dist loadfile` the shorter modules fill in behind them and the workers finish together.
-LONGEST_FIRST = ("test_pipeline_e2e.py", "test_workflow_kill.py")
+LONGEST_FIRST = ("test_pipeline_e2e.py", "test_workflow_kill.py", "test_slurm_e2e.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

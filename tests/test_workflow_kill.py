@@ -10,7 +10,6 @@ searched architecture does not depend on latencies measured during the run (the 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import signal
@@ -20,36 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import BIN, REPO, workflow_env
+from conftest import BIN, workflow_env
+from workflow_fixtures import LUT, SEARCH, TARGETS, TRAIN, WARMUP, clone, outputs, write_preset
 
 from densenas.checkpoint import load_checkpoint
-from densenas.config import deep_merge, load_params
 from densenas.lut.lut_file import read_lut
 
 pytestmark = pytest.mark.e2e
-
-LUT = "results/luts/mbv2/cpu-b1-r32-float32.json"
-WARMUP = "results/search/mbv2/warmup"
-SEARCH = "results/search/mbv2/flops_c"
-TRAIN = "results/train/mbv2-flops_c"
-TARGETS = [LUT, f"{TRAIN}/metrics.json"]
-PRESET = {  # merged over the smoke preset: checkpoints inside the short passes, two retraining epochs
-    "search": {"checkpoint_every_steps": 2,
-               "spaces": {"mbv2": {"variants": {"flops_c": {"objective": "flops", "lambda": 0.2, "tau": 300.0}}}}},
-    "report": {"random_search_variant": "flops_c"},
-    "train": {"epochs": 2},
-}
-TIMING_SUFFIXES = ("time", "seconds", "_s", "_hours")  # wall-clock fields: time, epoch_seconds, wall_s, search_hours
-
-
-def _clone(root: Path, preset: Path) -> Path:
-    work = root / "work"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(work)], check=True)
-    params = (work / "params.yaml").read_text()
-    (work / "params.yaml").write_text(params.replace("\npreset: null", f"\npreset: {preset}", 1))
-    assert load_params(work / "params.yaml").train.epochs == 2
-    return work
 
 
 def _snakemake(work: Path, *args: str) -> subprocess.Popen:
@@ -118,39 +94,11 @@ def _assert_nothing_half_written(work: Path, when: str) -> None:
         work / "data/prepared/fashion_mnist/manifest.json").is_file(), f"{when}: a prepared folder without manifest"
 
 
-def _without_timing(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _without_timing(v) for k, v in value.items() if not k.endswith(TIMING_SUFFIXES)}
-    if isinstance(value, list):
-        return [_without_timing(v) for v in value]
-    return value
-
-
-def _comparable(path: Path) -> object:
-    """A file's content with wall-clock figures left out (they differ between any two runs)."""
-    if path.suffix == ".json":
-        return _without_timing(json.loads(path.read_text()))
-    if path.suffix == ".csv":
-        return [_without_timing(row) for row in csv.DictReader(path.open())]
-    if path.suffix == ".pt":  # the weights (the rest holds timings); as digests, the supernet is large
-        weights = load_checkpoint(path, {})["model"]
-        return {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in weights.items()}
-    return path.read_bytes()
-
-
-def _outputs(work: Path) -> dict[str, object]:
-    files = [*work.glob("data/prepared/fashion_mnist/**/*"), *work.glob(f"{WARMUP}/*"), *work.glob(f"{SEARCH}/*"),
-             *work.glob(f"{TRAIN}/*")]
-    return {str(p.relative_to(work)): _comparable(p) for p in sorted(files) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
     """(uninterrupted clone, killed-and-resumed clone, the kill points that hit a running stage)."""
-    preset = tmp_path_factory.mktemp("preset") / "kill.yaml"  # one path: it is part of the params digest
-    smoke = yaml.safe_load((REPO / "densenas/presets/smoke.yaml").read_text())
-    preset.write_text(yaml.safe_dump(deep_merge(smoke, PRESET)))
-    reference, killed = (_clone(tmp_path_factory.mktemp(name), preset) for name in ("reference", "killed"))
+    preset = write_preset(tmp_path_factory.mktemp("preset"))
+    reference, killed = (clone(tmp_path_factory.mktemp(name), preset) for name in ("reference", "killed"))
     uninterrupted = _snakemake(reference)  # side by side with the killed run: one core each
     pending = {name: point(killed) for name, point in KILL_POINTS.items()}
     hits = []
@@ -170,9 +118,9 @@ def test_every_kill_point_was_hit(runs: tuple[Path, Path, list[str]]) -> None:
     assert sorted(runs[2]) == sorted(KILL_POINTS)
 
 
-def test_killed_run_ends_with_the_uninterrupted_outputs(runs: tuple[Path, Path, list[str]]) -> None:
+def test_killed_run_ends_with_the_uninterruptedoutputs(runs: tuple[Path, Path, list[str]]) -> None:
     reference, killed, _ = runs
-    expected, got = _outputs(reference), _outputs(killed)
+    expected, got = outputs(reference), outputs(killed)
     assert sorted(got) == sorted(expected)
     assert len(expected) >= 20, sorted(expected)
     differing = [name for name in expected if got[name] != expected[name]]

@@ -6,6 +6,7 @@ rule lut:
         cli=CLI,
         lut=section("lut"),
         input_size=P.data.input_size,
+        seed=P.seed,  # draws the calibration networks
     log:
         "logs/lut/{space}/{tag}.log",
     benchmark:
