@@ -146,7 +146,7 @@ def test_a_preempted_search_saves_its_step_and_resumes_to_identical_files(
     assert (saved["epoch"], saved["phase"], saved["phase_step"]) == (1, "arch", 3)
     assert not (out / "net_config.json").exists()
     resumed = run_cli(*search_args(*data, out, overrides=every_two))
-    assert "resumed from" in resumed.stderr and "epoch 1, arch phase" in resumed.stderr
+    assert "resumed from" in resumed.stderr and "(epoch 1, arch phase, step 3)" in resumed.stderr
     reference_out, _ = reference
     for name in ("arch_params.json", "net_config.json", "net_config.txt"):
         assert (out / name).read_text() == (reference_out / name).read_text(), f"{name} differs after resume"

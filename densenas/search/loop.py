@@ -159,7 +159,8 @@ class SearchRun:
         payload = load_resume_checkpoint(own, self.job.identity, settings_key="digest")
         if payload is not None:
             self._load(payload)
-            return f"resumed from {own} (epoch {self.progress.epoch}, {self.progress.phase} phase)"
+            progress = self.progress
+            return f"resumed from {own} (epoch {progress.epoch}, {progress.phase} phase, step {progress.phase_step})"
         if self.job.warmup_from is not None:
             payload = load_checkpoint(self.job.warmup_from, self.job.warmup_identity)
             done = Progress(**payload["progress"])
