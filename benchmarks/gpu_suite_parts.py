@@ -363,9 +363,10 @@ def part_lut(ctx: PartContext) -> None:
         ctx.rec.figure("path_sums", sums,
                        f"{name}: path sum {sums[name]['this_device_ms']:.2f} ms here; official TITAN-XP table "
                        f"{sums[name]['official_titan_xp_ms']:.2f} ms; paper measured {PAPER_MEASURED_MS[name]} ms")
-    means = [entry["mean"] for entry in doc["entries"].values()]
-    ctx.rec.check("every LUT entry a positive finite time", all(math.isfinite(v) and v > 0 for v in means),
-                  f"{len(means)} entries, {min(means):.4f} to {max(means):.4f} ms")
+    # a calibrated table prices a skip layer at 0 (a derived network has none); every other op takes time
+    means = [entry["mean"] for key, entry in doc["entries"].items() if not key.startswith("skip_connect|")]
+    ctx.rec.check("every LUT entry of an op a positive finite time", all(math.isfinite(v) and v > 0 for v in means),
+                  f"{len(means)} op entries, {min(means):.4f} to {max(means):.4f} ms")
     ordered = [sums[n]["this_device_ms"] for n in ("densenas_a", "densenas_b", "densenas_c")]
     ctx.rec.figure("path_sums_ordered", ordered == sorted(ordered),  # as in the paper; noise at the rehearsal's sizes
                    f"path sums ordered A < B < C as in the paper: {'yes' if ordered == sorted(ordered) else 'no'}")

@@ -3,13 +3,12 @@ smoke-size search overrides, and a CLI runner with one intra-op thread per proce
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-from densenas.config import set_items
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES_PER_CLASS = 8  # 80 search-train and 80 search-val images: 5 steps of 16 per pass
@@ -26,8 +25,12 @@ SMOKE: dict[str, Any] = {
 
 
 def set_args(overrides: dict[str, Any]) -> list[str]:
-    """Dotted keys and values as ``--set key=value`` arguments (as the workflow passes them)."""
-    return [arg for item in set_items(overrides) for arg in ("--set", item)]
+    """Dotted keys and values as ``--set key=value`` arguments; a string value is YAML text, passed as it is
+    (e.g. ``"{alpha_lr: 0.05, ...}"`` for a whole mapping)."""
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value)
+
+    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={text(value)}")]
 
 
 def env() -> dict[str, str]:
