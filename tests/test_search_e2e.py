@@ -94,13 +94,13 @@ def test_a_checkpoint_of_another_variant_is_refused(data: tuple[Path, Path], ref
     assert (out / "checkpoint.pt").stat().st_mtime_ns == before
 
 
-def test_killed_search_resumes_to_identical_files(data: tuple[Path, Path], reference: tuple[Path, float],
-                                                  tmp_path: Path) -> None:
-    """SIGKILL in the architecture pass (after its step-2 checkpoint), re-run: the same final files as the
-    reference run, which checkpointed only at pass ends (the checkpoint frequency must not change results)."""
-    out = tmp_path / "lat_c"
-    every_two = {"search.checkpoint_every_steps": 2}
-    command = [sys.executable, "-m", "densenas.cli", *search_args(*data, out, overrides=every_two)]
+EVERY_TWO = {"search.checkpoint_every_steps": 2}
+
+
+def _signal_after_step_two(data: tuple[Path, Path], out: Path, stop: signal.Signals) -> tuple[int, str]:
+    """Run the smoke search (checkpoints every 2 steps), send ``stop`` once its architecture pass has saved step 2;
+    return its exit code and everything it printed."""
+    command = [sys.executable, "-m", "densenas.cli", *search_args(*data, out, overrides=EVERY_TWO)]
     process = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
     assert process.stderr is not None
@@ -108,12 +108,20 @@ def test_killed_search_resumes_to_identical_files(data: tuple[Path, Path], refer
     for line in process.stderr:
         seen.append(line)
         if "checkpoint: epoch 1, arch phase, step 2" in line:
-            process.send_signal(signal.SIGKILL)
-            break
+            process.send_signal(stop)
     process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, f"the search ended before the kill: {''.join(seen)[-2000:]}"
+    return process.returncode, "".join(seen)
+
+
+def test_killed_search_resumes_to_identical_files(data: tuple[Path, Path], reference: tuple[Path, float],
+                                                  tmp_path: Path) -> None:
+    """SIGKILL in the architecture pass (after its step-2 checkpoint), re-run: the same final files as the
+    reference run, which checkpointed only at pass ends (the checkpoint frequency must not change results)."""
+    out = tmp_path / "lat_c"
+    code, printed = _signal_after_step_two(data, out, signal.SIGKILL)
+    assert code == -signal.SIGKILL, f"the search ended before the kill: {printed[-2000:]}"
     assert not (out / "net_config.json").exists()
-    resumed = run_cli(*search_args(*data, out, overrides=every_two))
+    resumed = run_cli(*search_args(*data, out, overrides=EVERY_TWO))
     assert "resumed from" in resumed.stderr and "arch phase" in resumed.stderr
     reference_out, _ = reference
     for name in ("arch_params.json", "net_config.json", "net_config.txt"):
@@ -128,24 +136,13 @@ def test_a_preempted_search_saves_its_step_and_resumes_to_identical_files(
     """SIGTERM (slurm's preemption, `scancel --signal=TERM`) in the architecture pass: the search saves the step it
     is at and exits 75 (the slurm profile retries it); the re-run resumes there and ends as the reference run."""
     out = tmp_path / "lat_c"
-    every_two = {"search.checkpoint_every_steps": 2}
-    command = [sys.executable, "-m", "densenas.cli", *search_args(*data, out, overrides=every_two)]
-    process = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
-    assert process.stderr is not None
-    seen = []
-    for line in process.stderr:
-        seen.append(line)
-        if "checkpoint: epoch 1, arch phase, step 2" in line:
-            process.send_signal(signal.SIGTERM)
-    process.wait(timeout=60)
-    message = "".join(seen)
-    assert process.returncode == 75, message[-2000:]
+    code, message = _signal_after_step_two(data, out, signal.SIGTERM)
+    assert code == 75, message[-2000:]
     assert "stopped by SIGTERM at epoch 1, arch phase, step 3" in message, message[-2000:]
     saved = torch.load(out / "checkpoint.pt", weights_only=True, map_location="cpu")["progress"]
     assert (saved["epoch"], saved["phase"], saved["phase_step"]) == (1, "arch", 3)
     assert not (out / "net_config.json").exists()
-    resumed = run_cli(*search_args(*data, out, overrides=every_two))
+    resumed = run_cli(*search_args(*data, out, overrides=EVERY_TWO))
     assert "resumed from" in resumed.stderr and "(epoch 1, arch phase, step 3)" in resumed.stderr
     reference_out, _ = reference
     for name in ("arch_params.json", "net_config.json", "net_config.txt"):
