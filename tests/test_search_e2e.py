@@ -113,6 +113,15 @@ def _signal_after_step_two(data: tuple[Path, Path], out: Path, stop: signal.Sign
     return process.returncode, "".join(seen)
 
 
+def _resume_and_compare(data: tuple[Path, Path], out: Path, reference_out: Path, resumed_at: str) -> None:
+    """Re-run the interrupted search: it says it resumed at ``resumed_at`` and ends with the reference's files."""
+    assert not (out / "net_config.json").exists()
+    resumed = run_cli(*search_args(*data, out, overrides=EVERY_TWO))
+    assert "resumed from" in resumed.stderr and resumed_at in resumed.stderr
+    for name in ("arch_params.json", "net_config.json", "net_config.txt"):
+        assert (out / name).read_text() == (reference_out / name).read_text(), f"{name} differs after resume"
+
+
 def test_killed_search_resumes_to_identical_files(data: tuple[Path, Path], reference: tuple[Path, float],
                                                   tmp_path: Path) -> None:
     """SIGKILL in the architecture pass (after its step-2 checkpoint), re-run: the same final files as the
@@ -120,12 +129,8 @@ def test_killed_search_resumes_to_identical_files(data: tuple[Path, Path], refer
     out = tmp_path / "lat_c"
     code, printed = _signal_after_step_two(data, out, signal.SIGKILL)
     assert code == -signal.SIGKILL, f"the search ended before the kill: {printed[-2000:]}"
-    assert not (out / "net_config.json").exists()
-    resumed = run_cli(*search_args(*data, out, overrides=EVERY_TWO))
-    assert "resumed from" in resumed.stderr and "arch phase" in resumed.stderr
     reference_out, _ = reference
-    for name in ("arch_params.json", "net_config.json", "net_config.txt"):
-        assert (out / name).read_text() == (reference_out / name).read_text(), f"{name} differs after resume"
+    _resume_and_compare(data, out, reference_out, "arch phase")
     timeless = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in _history(out / "history.csv")]
     assert timeless == [{k: v for k, v in row.items() if k != "epoch_seconds"}
                         for row in _history(reference_out / "history.csv")]
@@ -141,12 +146,7 @@ def test_a_preempted_search_saves_its_step_and_resumes_to_identical_files(
     assert "stopped by SIGTERM at epoch 1, arch phase, step 3" in message, message[-2000:]
     saved = torch.load(out / "checkpoint.pt", weights_only=True, map_location="cpu")["progress"]
     assert (saved["epoch"], saved["phase"], saved["phase_step"]) == (1, "arch", 3)
-    assert not (out / "net_config.json").exists()
-    resumed = run_cli(*search_args(*data, out, overrides=EVERY_TWO))
-    assert "resumed from" in resumed.stderr and "(epoch 1, arch phase, step 3)" in resumed.stderr
-    reference_out, _ = reference
-    for name in ("arch_params.json", "net_config.json", "net_config.txt"):
-        assert (out / name).read_text() == (reference_out / name).read_text(), f"{name} differs after resume"
+    _resume_and_compare(data, out, reference[0], "(epoch 1, arch phase, step 3)")
 
 
 def test_variants_share_the_warmup_checkpoint(data: tuple[Path, Path], reference: tuple[Path, float],
