@@ -90,6 +90,7 @@ class SpaceSearchParams:
     val_start_epoch: int
     batch_size: int
     bn_group_size: int | None   # images per training-mode BN statistic (ghost BN); None: the per-process batch
+    width_mult: float           # fraction of every op's channels the supernet's weights have (1: the paper's)
     weight_sample_num: int
     arch_sample_num: int
     sample_policy: str

@@ -21,6 +21,7 @@ SMOKE: dict[str, Any] = {
     "search.spaces.mbv2.warmup_epochs": 1,
     "search.spaces.mbv2.val_start_epoch": 1,
     "search.spaces.mbv2.batch_size": 16,
+    "search.spaces.mbv2.width_mult": 0.25,  # the smoke preset's proxy supernet: 1/13 of the checkpoint to write
 }
 
 

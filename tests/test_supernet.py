@@ -188,6 +188,23 @@ def test_forward_cost_uses_the_forward_weights(tiny_space) -> None:
         model.expected_cost(sampled, short)
 
 
+def test_a_proxy_width_supernet_scales_its_weights_and_keeps_the_full_width_cost(tiny_space) -> None:
+    """width_mult scales every op's channels (at least 1) but neither the architecture parameters nor the cost."""
+    full, proxy = _tiny(tiny_space), Supernet(tiny_space, num_classes=10, width_mult=0.25)
+    proxy.arch.load_state_dict(full.arch.state_dict())
+    convs = [m for m in proxy.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].out_channels == 2 and proxy.classifier.in_features == 8, "stem 8 and last_dim 32 at 1/4"
+    assert min(m.out_channels for m in convs) >= 1
+    full_weights = sum(p.numel() for p in full.weight_parameters())
+    assert sum(p.numel() for p in proxy.weight_parameters()) < full_weights / 8
+    sampled = full.sample_ops("prob", 2, torch.Generator().manual_seed(0))
+    table = _unit_cost_table(full)
+    logits, cost = proxy(torch.randn(2, 3, 32, 32), sampled, table)
+    assert logits.shape == (2, 10) and torch.equal(cost, full.expected_cost(sampled, table))
+    with pytest.raises(DensenasError, match=r"width_mult must be in \(0, 1\], got 1.5"):
+        Supernet(tiny_space, width_mult=1.5)
+
+
 def _captured_weights(model: Supernet, sampled: SampledOps) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
     """The path weights each routing block received and the final node's branch weights."""
     blocks: dict[int, torch.Tensor] = {}

@@ -21,11 +21,12 @@ WARMUP = "results/search/mbv2/warmup"
 SEARCH = "results/search/mbv2/flops_c"
 TRAIN = "results/train/mbv2-flops_c"
 TARGETS = [LUT, f"{TRAIN}/metrics.json"]
-PRESET = {  # merged over the smoke preset: checkpoints inside the short passes, two retraining epochs
+PRESET = {  # merged over the smoke preset: checkpoints inside the short passes, two retraining epochs, no MLflow
     "search": {"checkpoint_every_steps": 2,
                "spaces": {"mbv2": {"variants": {"flops_c": {"objective": "flops", "lambda": 0.2, "tau": 300.0}}}}},
     "report": {"random_search_variant": "flops_c"},
     "train": {"epochs": 2},
+    "tracking": {"enabled": False},  # these tests compare files; MLflow adds seconds per stage and is tested elsewhere
 }
 TIMING_SUFFIXES = ("time", "seconds", "_s", "_hours")  # wall-clock fields: time, epoch_seconds, wall_s, search_hours
 

@@ -103,7 +103,8 @@ class SearchRun:
         self.job, self.ctx = job, ctx
         settings = job.settings
         seed_everything(job.seed)
-        self.model = Supernet(job.space, num_classes=job.num_classes, quirks=job.quirks).to(ctx.device)
+        self.model = Supernet(job.space, num_classes=job.num_classes, quirks=job.quirks,
+                              width_mult=settings.width_mult).to(ctx.device)
         if settings.bn_group_size is not None:  # checked against the per-process batch by make_job
             use_ghost_batch_norm(self.model, settings.bn_group_size)
         batch = per_rank_batch(settings.batch_size, ctx)

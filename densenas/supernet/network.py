@@ -30,9 +30,14 @@ class Supernet(nn.Module):
     ``quirks`` switches the official behaviours Q2 (incoming path weights not re-normalised), Q3 (extra softmax
     over the final node's incoming probabilities; switched off, the final node is weighted like a routing block)
     and Q6 (affine-flag exceptions); the default, ``QuirkParams()``, is the official code.
+
+    ``width_mult`` < 1 builds every op with that fraction of its channels (at least one): a proxy supernet whose
+    weights are cheaper to step and checkpoint, searched over the full-width space (topology, ops and cost table
+    stay the space's, so the derived architecture and its cost are full-width; docs/deviations.md proxy-width).
     """
 
-    def __init__(self, space: SearchSpace, *, num_classes: int = 100, quirks: QuirkParams | None = None) -> None:
+    def __init__(self, space: SearchSpace, *, num_classes: int = 100, quirks: QuirkParams | None = None,
+                 width_mult: float = 1.0) -> None:
         super().__init__()
         if "bottle_neck" in (*space.head_ops, *space.stack_ops):
             raise DensenasError(f"space '{space.name}': the supernet does not support 'bottle_neck' candidates "
@@ -43,15 +48,19 @@ class Supernet(nn.Module):
         self.temperature = space.temperature
         topo = self.topology
         exceptions = self.quirks.affine_flag_exceptions
-        self.stem = _stem(space, exceptions)
+        if not 0 < width_mult <= 1:
+            raise DensenasError(f"supernet width_mult must be in (0, 1], got {width_mult}")
+        widths = [_scaled(width, width_mult) for width in topo.widths]
+        last_dim = _scaled(space.last_dim, width_mult)
+        self.stem = _stem(space, exceptions, width_mult)
         self.blocks = nn.ModuleList(
-            RoutingBlock(topo.in_edges[j], topo.widths, topo.stacked_layers[j], space.head_ops, space.stack_ops,
+            RoutingBlock(topo.in_edges[j], widths, topo.stacked_layers[j], space.head_ops, space.stack_ops,
                          space.bn, affine_exceptions=exceptions)
             for j in range(1, topo.final_node)
         )
-        self.final = FinalNode(topo.in_edges[topo.final_node], topo.widths, space.last_dim, space.bn)
+        self.final = FinalNode(topo.in_edges[topo.final_node], widths, last_dim, space.bn)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(space.last_dim, num_classes)
+        self.classifier = nn.Linear(last_dim, num_classes)
         if space.family == "mbv2":
             he_fout_init(self)
         else:
@@ -133,20 +142,25 @@ class Supernet(nn.Module):
         return torch.stack([probs[source][position] for source, position in self._incoming[node]])
 
 
-def _stem(space: SearchSpace, affine_exceptions: bool) -> nn.Sequential:
+def _scaled(width: int, width_mult: float) -> int:
+    return max(1, round(width * width_mult))
+
+
+def _stem(space: SearchSpace, affine_exceptions: bool, width_mult: float) -> nn.Sequential:
     """MBV2: 3x3/2 conv, non-affine BN, ReLU6, then the fixed mbconv_k3_t1 block (its output is node 0).
     ResNet: 3x3/2 conv, affine BN, ReLU (SPEC §2.5)."""
     node0 = space.stem_width if space.family == "res" else space.head_width
     if node0 != space.widths[0]:
         raise DensenasError(f"space '{space.name}': node 0 is the stem output, {node0} channels, but widths[0] is "
                             f"{space.widths[0]}")
-    conv = nn.Conv2d(3, space.stem_width, 3, 2, 1, bias=False)
+    stem_width = _scaled(space.stem_width, width_mult)
+    conv = nn.Conv2d(3, stem_width, 3, 2, 1, bias=False)
     if space.family == "res":
-        return nn.Sequential(conv, batch_norm(space.stem_width, space.bn, True), nn.ReLU(inplace=True))
+        return nn.Sequential(conv, batch_norm(stem_width, space.bn, True), nn.ReLU(inplace=True))
     assert space.head_width is not None, "MBV2 spaces define the fixed block's width"
-    fixed = build_op("mbconv_k3_t1", space.stem_width, space.head_width, 1, space.bn, affine=False,
+    fixed = build_op("mbconv_k3_t1", stem_width, _scaled(space.head_width, width_mult), 1, space.bn, affine=False,
                      affine_exceptions=affine_exceptions)
-    return nn.Sequential(conv, batch_norm(space.stem_width, space.bn, False), nn.ReLU6(inplace=True), fixed)
+    return nn.Sequential(conv, batch_norm(stem_width, space.bn, False), nn.ReLU6(inplace=True), fixed)
 
 
 def _group_weights(alphas: Sequence[torch.Tensor], sampled: Sequence[Sequence[Sequence[int]]],
