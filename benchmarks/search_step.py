@@ -10,6 +10,7 @@ and ~26k search-val images) in device-hours at the measured per-device rates (th
 Run: python benchmarks/search_step.py                       # CPU: 32 px, batch 16 (run with OMP_NUM_THREADS set)
      python benchmarks/search_step.py --device cuda          # GPU: 224 px, batch 88 (= the paper's 352 over 4 GPUs)
      python benchmarks/search_step.py --device cuda --amp --channels-last
+     python benchmarks/search_step.py --width-mult 0.25      # also the proxy supernet (search...width_mult)
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ SEARCH_STEP = "search step (arch + weight)"
 BASELINE = "DenseNAS-C train step (baseline)"
 
 
-def supernet_steps(batch: int, input_size: int, device: str, amp: bool,
-                   channels_last: bool) -> dict[str, Callable[[], None]]:
+def supernet_steps(batch: int, input_size: int, device: str, amp: bool, channels_last: bool,
+                   width_mult: float = 1.0) -> dict[str, Callable[[], None]]:
     """One closure per supernet step kind, sharing a model and optimisers as the search does."""
     torch.manual_seed(0)
     space = load_space("mbv2")
-    model = Supernet(space, num_classes=NUM_CLASSES).to(device)
+    model = Supernet(space, num_classes=NUM_CLASSES, width_mult=width_mult).to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=memory_format).train()
     table, _ = import_official_lut("lat_list_densenas_mbv2_xp32", space)
@@ -134,9 +135,13 @@ def best_seconds(entries: dict[str, Callable[[], None]], device: str, *, steps: 
 
 
 def step_seconds(device: str, *, batch: int, input_size: int, amp: bool, channels_last: bool, steps: int,
-                 rounds: int, warmup: int = 1) -> dict[str, float]:
-    """Seconds per step of every supernet step kind and of the DenseNAS-C baseline (``BASELINE``)."""
+                 rounds: int, warmup: int = 1, proxy_width: float | None = None) -> dict[str, float]:
+    """Seconds per step of every supernet step kind and of the DenseNAS-C baseline (``BASELINE``); with
+    ``proxy_width``, also those of the proxy supernet at that width (interleaved with the rest)."""
     entries = supernet_steps(batch, input_size, device, amp, channels_last)
+    if proxy_width is not None:
+        proxy = supernet_steps(batch, input_size, device, amp, channels_last, width_mult=proxy_width)
+        entries.update({f"{name}, proxy width x{proxy_width}": step for name, step in proxy.items()})
     entries[BASELINE] = baseline_step(batch, input_size, device, amp, channels_last)
     return best_seconds(entries, device, steps=steps, warmup=warmup, rounds=rounds)
 
@@ -159,13 +164,16 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="NHWC (search.channels_last)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per round (default: cpu 3, cuda 10)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--width-mult", type=float, default=None,
+                        help="also time the proxy supernet at this width (search.spaces.<space>.width_mult)")
     args = parser.parse_args()
     cuda = args.device == "cuda"
     batch = args.batch or (88 if cuda else 16)
     size = args.input_size or (224 if cuda else 32)
     steps = args.steps or (10 if cuda else 3)
     seconds = step_seconds(args.device, batch=batch, input_size=size, amp=args.amp,
-                           channels_last=args.channels_last, steps=steps, rounds=args.rounds)
+                           channels_last=args.channels_last, steps=steps, rounds=args.rounds,
+                           proxy_width=args.width_mult)
     device = device_info("cuda" if cuda else "cpu")["name"]
     print(f"# search step benchmark, {dt.date.today()}, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {batch}, {size} px, amp {args.amp}, "
@@ -175,6 +183,11 @@ def main() -> None:
     for name, value in seconds.items():
         images = 2 * batch if name == SEARCH_STEP else batch  # a search step takes a val and a train batch
         print(f"| {name} | {value * 1e3:.1f} | {images / value:.1f} | {value / baseline:.2f}x |")
+    for width in (1.0, *([args.width_mult] if args.width_mult else [])):
+        weights = sum(p.numel() for p in Supernet(load_space("mbv2"), num_classes=10, width_mult=width)
+                      .weight_parameters())
+        print(f"supernet width x{width}: {weights / 1e6:.2f} M weights, {weights * 8 / 1e6:.0f} MB of float32 "
+              "weights + SGD momentum in a search checkpoint (10 classes)")
     if size == 224:
         hours = project_paper_search(seconds, batch)
         print(f"projected paper MBV2 search (150 epochs, batch {batch} per device): {hours:.1f} device-hours "

@@ -21,8 +21,9 @@ NO_SLURM = 3  # the script's exit code when slurm is missing and cannot be insta
 # only have been saved by its TERM handler; also a --config value that must reach the stages past the preset.
 CONFIG = ["--config", "search={checkpoint_every_steps: 0}", "--"]
 SLURM_ARGS = ["--profile", "workflow/profiles/slurm", "--jobs", "2", "--slurm-keep-successful-logs",
-              # no accounting database on the local cluster: job states from squeue, checked every few seconds
-              "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5"]
+              # no accounting database on the local cluster: job states from squeue; the plugin waits 1 s, then
+              # 10 s longer each round until a job ends (1, 12, 33 s: a ~25 s smoke job is seen at 33 s, not 45 s)
+              "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"]
 IN_ARCH_PASS = re.compile(r"epoch 1 arch: .*\| [1-4]/5 ")  # tqdm: a step of the 5-step architecture pass done
 TARGETS = [LUT, f"{SEARCH}/net_config.json"]  # through the search and derive (retraining adds no new kind of job)
 JOB_RULES = {"prepare", "lut", "search_warmup", "search"}

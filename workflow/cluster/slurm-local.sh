@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A one-node slurm cluster on this machine, for the tests of the slurm profile (tests/test_slurm_e2e.py).
 #   workflow/cluster/slurm-local.sh start   # install slurm-wlm + munge if missing (apt, as root), start, wait idle
-#   workflow/cluster/slurm-local.sh stop    # stop the daemons
+#   workflow/cluster/slurm-local.sh stop    # stop the daemons and remove this cluster's slurm.conf
 # This host is controller and only compute node; cores and memory are read off the machine; processes are
 # tracked without systemd or cgroups (proctrack/linuxproc, task/none), so it runs inside containers too.
 set -euo pipefail
@@ -94,12 +94,22 @@ stop() {
     for daemon in slurmd slurmctld munged; do
       pgrep -x "$daemon" >/dev/null && running=1
     done
-    [ "$running" = 0 ] && return 0
+    [ "$running" = 0 ] && { remove_config; return 0; }
     sleep 0.5
   done
   for daemon in slurmd slurmctld munged; do
     pkill -9 -x "$daemon" 2>/dev/null || true
   done
+  remove_config
+}
+
+# With a slurm.conf but no controller, every slurm client waits ~9 s for it: `scontrol show config`, which the
+# Snakemake slurm plugin runs whenever Snakemake starts (even a local run), so each later `snakemake` call in the
+# tests would lose 9 s. Only the config this script wrote is removed; `start` writes it again.
+remove_config() {
+  if [ -f "$CONF" ] && grep -qx 'ClusterName=densenas-local' "$CONF"; then
+    rm -f "$CONF"
+  fi
 }
 
 case "${1:-}" in
