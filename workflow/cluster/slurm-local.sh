@@ -85,7 +85,7 @@ start() {
   exit 4
 }
 
-stop() {
+stop_daemons() {
   for daemon in slurmd slurmctld munged; do
     pkill -x "$daemon" 2>/dev/null || true
   done
@@ -94,12 +94,16 @@ stop() {
     for daemon in slurmd slurmctld munged; do
       pgrep -x "$daemon" >/dev/null && running=1
     done
-    [ "$running" = 0 ] && { remove_config; return 0; }
+    [ "$running" = 0 ] && return 0
     sleep 0.5
   done
   for daemon in slurmd slurmctld munged; do
     pkill -9 -x "$daemon" 2>/dev/null || true
   done
+}
+
+stop() {
+  stop_daemons
   remove_config
 }
 
