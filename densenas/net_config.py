@@ -19,7 +19,7 @@ import jsonschema
 from densenas.errors import DensenasError
 from densenas.input_files import load_json_text, read_input_text
 from densenas.limits import max_model_params
-from densenas.ops import parse_op
+from densenas.op_names import parse_op
 
 
 @dataclass(frozen=True)

@@ -6,46 +6,13 @@ module everywhere. BN affine flags follow the official quirk Q6 unless ``affine_
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from densenas.depthwise import DepthwiseConv2d
 from densenas.errors import DensenasError
+from densenas.op_names import parse_op
 from densenas.spaces.space import BNSpec
-
-_MBCONV = re.compile(r"^mbconv_k(?P<k>[357])_t(?P<t>[136])$")
-_PLAIN_OPS = ("skip_connect", "basic_block", "bottle_neck")
-
-
-@dataclass(frozen=True)
-class OpSpec:
-    """What an op name means: family and, for MBConv, kernel and expansion."""
-
-    family: str
-    kernel: int = 0
-    expansion: int = 0
-
-
-def parse_op(name: str) -> OpSpec:
-    match = _MBCONV.match(name)
-    if match:
-        return OpSpec("mbconv", int(match["k"]), int(match["t"]))
-    if name in _PLAIN_OPS:
-        return OpSpec(name)
-    raise DensenasError(
-        f"unknown op '{name}' (expected mbconv_k{{3,5,7}}_t{{1,3,6}}, {', '.join(_PLAIN_OPS)})"
-    )
-
-
-def is_known_op(name: str) -> bool:
-    try:
-        parse_op(name)
-    except DensenasError:
-        return False
-    return True
 
 
 def batch_norm(channels: int, bn: BNSpec, affine: bool) -> nn.BatchNorm2d:

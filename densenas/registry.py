@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import torchvision
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from densenas.errors import DensenasError
-from densenas.models import build_network
 from densenas.net_config import NetConfig, load_net_config, net_config_from_dict
+
+if TYPE_CHECKING:  # torch is imported by the builders only: the Snakemake process lists the zoo without it
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -42,11 +41,24 @@ def published_archs() -> dict[str, Any]:
 
 def _net_config_entry(name: str, paper_name: str, raw: dict[str, Any], space: str) -> ModelEntry:
     config = net_config_from_dict(raw, f"published_archs.json: {name}")
-    return ModelEntry(name, paper_name, "densenas", space, lambda n: build_network(config, n), config)
+    return ModelEntry(name, paper_name, "densenas", space, lambda n: _build_network(config, n), config)
 
 
-def _torchvision(name: str, paper_name: str, factory: Callable[..., nn.Module], **kwargs: Any) -> ModelEntry:
-    return ModelEntry(name, paper_name, "baseline", None, lambda n: factory(weights=None, num_classes=n, **kwargs))
+def _build_network(config: NetConfig, num_classes: int) -> nn.Module:
+    from densenas.models import build_network
+
+    return build_network(config, num_classes)
+
+
+def _torchvision(name: str, paper_name: str, factory: str, **kwargs: Any) -> ModelEntry:
+    """A torchvision baseline, its ``torchvision.models`` factory named, not imported: torchvision's import (~2 s,
+    torch._dynamo through torchvision.ops) is paid by the processes that build one, not by every Snakemake start."""
+    def build(num_classes: int) -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, factory)(weights=None, num_classes=num_classes, **kwargs)
+
+    return ModelEntry(name, paper_name, "baseline", None, build)
 
 
 @cache
@@ -62,14 +74,13 @@ def _registry() -> dict[str, ModelEntry]:
     entries.append(_net_config_entry("densenas_c_arxiv_v1", v1["name"], v1_config, "mbv2"))
     ref = data["non_published_reference"]["issue19_resnet_intermediate"]
     entries.append(_net_config_entry("resnet_space_issue19", ref["name"], ref["net_config"], "resnet"))
-    tv = torchvision.models
     entries += [
-        _torchvision("mobilenet_v2", "1.0-MobileNetV2", tv.mobilenet_v2),
-        _torchvision("mobilenet_v2_140", "1.4-MobileNetV2", tv.mobilenet_v2, width_mult=1.4),
-        _torchvision("mnasnet1_0", "MnasNet", tv.mnasnet1_0),
-        _torchvision("resnet18", "ResNet-18", tv.resnet18),
-        _torchvision("resnet34", "ResNet-34", tv.resnet34),
-        _torchvision("resnet50", "ResNet-50-B", tv.resnet50),
+        _torchvision("mobilenet_v2", "1.0-MobileNetV2", "mobilenet_v2"),
+        _torchvision("mobilenet_v2_140", "1.4-MobileNetV2", "mobilenet_v2", width_mult=1.4),
+        _torchvision("mnasnet1_0", "MnasNet", "mnasnet1_0"),
+        _torchvision("resnet18", "ResNet-18", "resnet18"),
+        _torchvision("resnet34", "ResNet-34", "resnet34"),
+        _torchvision("resnet50", "ResNet-50-B", "resnet50"),
     ]
     return {entry.name: entry for entry in entries}
 
@@ -91,5 +102,5 @@ def create_model(name_or_path: str | Path, *, num_classes: int = 1000) -> nn.Mod
         return get_entry(str(name_or_path)).build(num_classes)
     path = Path(name_or_path)
     if path.suffix in (".json", ".txt") or path.exists():
-        return build_network(load_net_config(path), num_classes)
+        return _build_network(load_net_config(path), num_classes)
     return get_entry(str(name_or_path)).build(num_classes)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from densenas.errors import DensenasError
 from densenas.input_files import load_yaml_text, read_input_text
+from densenas.op_names import is_known_op
 
 _SPACE_FILES = {"mbv2": "mbv2.yaml", "resnet": "resnet.yaml"}
 _FAMILIES = ("mbv2", "res")
@@ -108,8 +109,6 @@ def _space_from_dict(raw: object, label: str) -> SearchSpace:
 
 
 def _check_consistency(space: SearchSpace, label: str) -> None:
-    from densenas.ops import is_known_op
-
     n = len(space.widths)
     if space.family not in _FAMILIES:
         raise DensenasError(f"{label}: key 'family' must be one of {list(_FAMILIES)}, got '{space.family}'")
