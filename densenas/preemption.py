@@ -8,11 +8,10 @@ import contextlib
 import signal
 from collections.abc import Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
-
-from densenas.distributed import DistContext
+if TYPE_CHECKING:  # torch only where ranks agree: the CLI imports this module for every command, torch or not
+    from densenas.distributed import DistContext
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again later", what a requeued job does
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -37,6 +36,9 @@ class StopRequest:
     def requested(self, ctx: DistContext) -> bool:
         if not ctx.distributed:
             return self.signal is not None
+        import torch
+        import torch.distributed as dist
+
         flag = torch.tensor([0 if self.signal is None else 1], device=ctx.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
