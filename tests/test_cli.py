@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,19 @@ def test_atomic_write_on_a_full_disk_leaves_the_old_file(tmp_path: Path, monkeyp
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["lut.json"]
+
+
+def test_the_cli_and_the_workflow_helpers_load_without_torch() -> None:
+    """What every `densenas` call and every Snakemake start imports stays torch-free (docs/architecture.md): torch
+    and torchvision cost seconds per process, paid dozens of times by a pipeline, its dry runs and its slurm jobs."""
+    code = ("import sys\n"
+            "from densenas import cli\n"
+            "from densenas.config import load_params\n"
+            "from densenas.registry import list_models\n"
+            "from densenas.report import table_models\n"
+            "params = load_params('params.yaml')\n"
+            "assert 'densenas_c' in list_models() and table_models('mbv2', params)  # parses the zoo's net_configs\n"
+            "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'torchvision'}))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
