@@ -45,9 +45,12 @@ def run_cli():
     return run
 
 
-# The longest modules (a smoke pipeline or two each, minutes) start first, one per worker, so that with
-# `-n auto --dist loadfile` the shorter modules fill in behind them and the workers finish together.
-LONGEST_FIRST = ("test_pipeline_e2e.py", "test_workflow_kill.py", "test_slurm_e2e.py")
+# The longest modules (a smoke pipeline or two each, minutes) start first, longest first, so that with
+# `-n auto --dist loadfile` the shorter modules fill in behind them and the workers finish together (a 3-minute
+# module dispatched last kept one worker busy alone for ~70 s). Worker-seconds of a CI run, 2026-12-04:
+# pipeline 518, search e2e 214, generated inputs 163, slurm 147, workflow kill 134, search quality 100, gpu suite 64.
+LONGEST_FIRST = ("test_pipeline_e2e.py", "test_search_e2e.py", "test_generated_inputs.py", "test_slurm_e2e.py",
+                 "test_workflow_kill.py", "test_search_quality.py", "test_gpu_suite.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
