@@ -127,6 +127,7 @@ class TrainParams:
     amp: bool
     channels_last: bool
     compile: bool
+    val_start_epoch: int        # first (0-based) epoch validated; the last is always validated (Q11 over the rest)
 
     @property
     def effective_lr(self) -> float:

@@ -225,7 +225,8 @@ def figure_training_curves(models: list[str], paths: ResultPaths, out: Path) -> 
     fig, ax = plt.subplots(figsize=(9, 5))
     for model in models:
         history = pd.read_csv(paths.train_history(model))
-        ax.plot(history["epoch"], history["val_top1"], label=model, linewidth=1)
+        validated = history.dropna(subset=["val_top1"])  # train.val_start_epoch skips the early epochs
+        ax.plot(validated["epoch"], validated["val_top1"], label=model, linewidth=1, marker="o", markersize=3)
     ax.set(title="validation top-1 during retraining", xlabel="epoch", ylabel="top-1 (%)")
     ax.legend(fontsize=7)
     _save(fig, out)

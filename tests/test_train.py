@@ -95,6 +95,28 @@ def test_best_checkpoint_holds_the_best_epoch(trained: tuple[Path, Path], small_
     assert accuracy.top1 == pytest.approx(best_row["val_top1"]), "best.pt does not reproduce its epoch's val top-1"
 
 
+@pytest.mark.parametrize(("val_start_epoch", "validated"), [(2, [3]), (1, [2, 3]), (5, [3])])
+def test_val_start_epoch_validates_from_it_and_always_the_last(val_start_epoch: int, validated: list[int],
+                                                               trained: tuple[Path, Path], small_data: Path,
+                                                               tmp_path: Path) -> None:
+    """Epochs before train.val_start_epoch (0-based) are not validated; best.pt is the best validated epoch (Q11)
+    and the training itself is the same run as with validation every epoch (same weights at the end)."""
+    _, net_config = trained
+    params = quick_params(val_start_epoch=val_start_epoch)
+    run_training(str(net_config), params, name="tiny", data_dir=small_data, out_dir=tmp_path, device="cpu")
+    with (tmp_path / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows if row["val_top1"]] == validated
+    assert all(row["val_top5"] == "" for row in rows if not row["val_top1"])
+    best_row = max((row for row in rows if row["val_top1"]), key=lambda row: float(row["val_top1"]))
+    metrics = _load_json(tmp_path / "metrics.json")
+    assert metrics["best"]["epoch"] == int(best_row["epoch"]) == torch.load(tmp_path / "best.pt",
+                                                                            weights_only=True)["epoch"]
+    every_epoch = torch.load(trained[0] / "checkpoint.pt", weights_only=True)["model"]
+    last = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(every_epoch[key], last[key]) for key in every_epoch), "validation changed the training"
+
+
 def test_label_smoothing_is_in_the_training_loss(small_data: Path, tmp_path: Path) -> None:
     """With lr 0 the weights stay put, so the logged train loss must equal the smoothed loss recomputed here."""
     recipe = dataclasses.replace(quick_params().train, epochs=1, lr=0.0, min_lr=0.0, weight_decay=0.0,
@@ -121,7 +143,7 @@ def test_label_smoothing_is_in_the_training_loss(small_data: Path, tmp_path: Pat
 def test_criterion_is_the_proxylessnas_form() -> None:
     recipe = TrainParams(epochs=1, batch_size=1, lr=0.1, reference_batch=1, scale_lr=False, min_lr=0.0, momentum=0.9,
                          weight_decay=0.0, label_smoothing=0.1, bn_momentum=None, zero_init_residual=False, amp=False,
-                         channels_last=False, compile=False)
+                         channels_last=False, compile=False, val_start_epoch=0)
     logits, labels = torch.tensor([[2.0, -1.0, 0.5, 0.0]]), torch.tensor([2])
     target = torch.full((1, 4), 0.1 / 4)
     target[0, 2] += 0.9

@@ -1,4 +1,4 @@
-"""The retraining loop (SPEC.md §8.2): SGD, per-iteration cosine lr, label-smoothed cross-entropy, val every epoch.
+"""The retraining loop (SPEC.md §8.2): SGD, per-iteration cosine lr, label-smoothed cross-entropy, val per epoch.
 
 Resumable from ``checkpoint.pt`` (written atomically after every epoch); ``best.pt`` keeps the best val top-1
 epoch (quirk Q11). Runs under torchrun with DDP; only rank 0 writes files.
@@ -134,16 +134,18 @@ def fit(net: nn.Module, train_loader: Batches, val_loader: Batches, setup: Train
             first_lr = cosine_lr(state.step, total_steps, recipe.effective_lr, recipe.min_lr)
             train_loss, train_top1 = _train_epoch(model, train_loader, optimizer, criterion, state, total_steps,
                                                   recipe, ctx, progress, epoch, stop)
-            val = _validate(net, val_loader, recipe, ctx)
+            validated = epoch >= recipe.val_start_epoch or epoch + 1 == recipe.epochs
+            val = _validate(net, val_loader, recipe, ctx) if validated else None
             elapsed = time.perf_counter() - start
             state.epoch, state.wall_s = epoch + 1, state.wall_s + elapsed
             state.history.append({"epoch": epoch + 1, "lr": first_lr, "train_loss": train_loss,
-                                  "train_top1": train_top1, "val_top1": val.top1, "val_top5": val.top5,
-                                  "time": elapsed})
+                                  "train_top1": train_top1, "val_top1": val.top1 if val else None,
+                                  "val_top5": val.top5 if val else None, "time": elapsed})
             best = _end_epoch(setup, identity, net, optimizer, state, val, best, ctx)
             if ctx.is_main:
+                shown = f"val top-1 {val.top1:.2f} top-5 {val.top5:.2f}" if val else "not validated"
                 progress.write(f"epoch {epoch + 1}/{recipe.epochs}: train loss {train_loss:.4f} top-1 "
-                               f"{train_top1:.2f}, val top-1 {val.top1:.2f} top-5 {val.top5:.2f} ({elapsed:.1f} s)")
+                               f"{train_top1:.2f}, {shown} ({elapsed:.1f} s)")
     progress.close()
     metrics = _metrics(state, setup, net, steps_per_epoch, ctx)
     best_path = setup.out_dir / "best.pt"
@@ -217,12 +219,12 @@ def _validate(net: nn.Module, loader: Batches, recipe: TrainParams, ctx: DistCon
 
 
 def _end_epoch(setup: TrainSetup, identity: dict[str, Any], net: nn.Module, optimizer: torch.optim.Optimizer,
-               state: TrainState, val: Accuracy, best: dict[str, Any] | None,
+               state: TrainState, val: Accuracy | None, best: dict[str, Any] | None,
                ctx: DistContext) -> dict[str, Any] | None:
-    """best.pt when val top-1 improved (the first of equal maxima stays, Q11), then checkpoint.pt (which carries
-    the best record too) and history.csv. A kill between the writes only repeats this epoch on resume, which
-    rewrites the same files. Returns the best record."""
-    if val.top1 > state.best_top1:
+    """best.pt when val top-1 improved (the first of equal maxima stays, Q11; ``val`` None: not validated), then
+    checkpoint.pt (which carries the best record too) and history.csv. A kill between the writes only repeats this
+    epoch on resume, which rewrites the same files. Returns the best record."""
+    if val is not None and val.top1 > state.best_top1:
         state.best_top1, state.best_top5, state.best_epoch = val.top1, val.top5, state.epoch
         best = {"identity": identity, "model": copy.deepcopy(net.state_dict()),  # keeps the modules' versions
                 "epoch": state.epoch, "top1": val.top1, "top5": val.top5}
