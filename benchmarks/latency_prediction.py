@@ -9,6 +9,13 @@ timings (skip layers 0), and mult-adds times one factor fitted on these very net
 MAPE, the share within ±10 % and Spearman's ρ. On CPU it also times DenseNAS-A/B/C's ops inside the running
 network (forward hooks), to split a pass into op time and the glue between ops.
 
+A table is measured at one time and used at another, so the device's own speed drift is part of any prediction
+error (the mult-adds factor, fitted on the measured networks themselves, has none): a reference network
+(DenseNAS-C) is timed before and after the LUT build and at the start of every round, and each network's spread
+between its rounds is kept (`round_spread_pct`), so a run says whether its device held still enough to judge a
+±10 % target. Each round visits the networks in its own shuffled order, so a slow spell of the device spreads over
+many networks instead of a contiguous few.
+
 Run: python benchmarks/latency_prediction.py [--device cpu|cuda] [--input-size 224] [--batch 1] [--threads 1]
      [--archs 100] [--rounds 3]
 Writes reports/table_latency.csv (per architecture), reports/table_latency.json (summary, device, date) and
@@ -50,6 +57,7 @@ from densenas.spaces.topology import Topology
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 1000   # the derived networks' classifier, so the LUT costs the same Linear
+REFERENCE = "densenas_c"  # timed throughout the run: the device's speed drift
 
 
 def published(space: SearchSpace, topology: Topology) -> dict[str, PathArch]:
@@ -99,7 +107,13 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
     (as long as the last one took) before ``deadline`` (``time.monotonic()``); the summary says how many ran."""
     space = load_space("mbv2")
     topology = build_topology(space)
+    shape = (batch, 3, input_size, input_size)
+    torch.set_num_threads(threads)
     start = time.perf_counter()
+    reference = DeviceReference(build_network(to_net_config(published(space, topology)[REFERENCE], space, topology,
+                                                            NUM_CLASSES)).to(device), shape, device=device,
+                                warmup=warmup, repeats=repeats, start=start)
+    reference.time("before the LUT")
     calibration = (CalibrationSettings(params.lut.calibration_archs, params.lut.calibration_rounds, params.seed)
                    if params.lut.method == "calibrated" else None)
     lut = build_lut(space, metric="latency", input_size=input_size, batch=batch, dtype="float32",
@@ -108,6 +122,7 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
     lut_path = out.with_name(out.stem + "_lut.json")
     write_lut(lut_path, lut)
     lut_seconds = time.perf_counter() - start
+    reference.time("after the LUT")
     # The predictor the search optimises: the chained cost of the table as written (calibrated: skip layers 0).
     tables = {lut["method"]: load_cost_table(lut_path, space, topology, input_size=input_size, batch=batch)}
     if lut["method"] == "calibrated":  # the isolated timings the calibration started from, for comparison
@@ -124,11 +139,10 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
     randoms = (arch for arch in iter(lambda: sample_arch(space, topology, rng), None) if repr(arch) not in held_out)
     chosen = {**published(space, topology), **{f"random_{i:03d}": next(randoms) for i in range(archs)}}
     configs = {name: to_net_config(arch, space, topology, NUM_CLASSES) for name, arch in chosen.items()}
-    shape = (batch, 3, input_size, input_size)
     torch.manual_seed(params.seed)
-    torch.set_num_threads(threads)
-    # Round-robin rounds, so that a burst of load from other jobs hits every network a little, not a few a lot.
+    # Round-robin rounds, each in its own order, so that a slow spell hits every network a little, not a few a lot.
     measured: dict[str, list[LatencyStats]] = {name: [] for name in chosen}
+    order_rng = random.Random(f"latency-rounds:{params.seed}")
     round_seconds, previous_benchmark = 0.0, torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True  # on CUDA, as the LUT profiler and `densenas evaluate` time
     try:
@@ -136,7 +150,10 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
             if index and deadline is not None and time.monotonic() + round_seconds > deadline:
                 break
             round_start = time.monotonic()
-            for name in tqdm(chosen, desc="networks", unit="net", file=sys.stderr, leave=False):
+            reference.time(f"round {index + 1}")
+            order = list(chosen)
+            order_rng.shuffle(order)
+            for name in tqdm(order, desc="networks", unit="net", file=sys.stderr, leave=False):
                 network = build_network(configs[name]).to(device)
                 measured[name].append(measure_latency(network, shape, device=device, warmup=warmup,
                                                       repeats=repeats))
@@ -147,7 +164,8 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
         {"arch": name, "node_path": "-".join(map(str, arch.path)),
          "mult_adds_m": count_mult_adds(build_network(configs[name]), (1, *shape[1:])) / 1e6,
          **{f"predicted_{method}_ms": predict(table, space, topology, arch) for method, table in tables.items()},
-         "measured_ms": statistics.fmean(s.mean_ms for s in measured[name])}
+         "measured_ms": statistics.fmean(s.mean_ms for s in measured[name]),
+         "round_spread_pct": round_spread_pct([s.mean_ms for s in measured[name]])}
         for name, arch in chosen.items()
     ])
     # The baseline: mult-adds times the one factor that fits these very networks best (relative least squares),
@@ -165,6 +183,8 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
         "total_seconds": round(time.perf_counter() - start, 1), "archs": len(frame),
         "mult_adds_ms_per_m": ms_per_m,
         **{name: accuracy(frame[f"predicted_{name}_ms"], frame["measured_ms"]) for name in predictors},
+        "round_spread_pct_median": float(frame["round_spread_pct"].median()),
+        "reference": reference.summary(),
     }
     for name in predictors:
         frame[f"error_{name}_pct"] = (frame[f"predicted_{name}_ms"] / frame["measured_ms"] - 1) * 100
@@ -179,6 +199,35 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
     write_json(out.with_suffix(".json"), summary)
     plot_scatter(frame, predictors, out.with_suffix(".png"))
     return summary
+
+
+def round_spread_pct(means: list[float]) -> float:
+    """(max − min) / mean of one network's round means: how much the device moved under it."""
+    return (max(means) - min(means)) / statistics.fmean(means) * 100 if len(means) > 1 else 0.0
+
+
+class DeviceReference:
+    """One fixed network timed now and then with the benchmark's own loop: the device's speed over the run."""
+
+    def __init__(self, network: torch.nn.Module, shape: tuple[int, ...], *, device: str, warmup: int, repeats: int,
+                 start: float) -> None:
+        self.network, self.shape, self.device = network, shape, device
+        self.warmup, self.repeats, self.start = warmup, repeats, start
+        self.timings: list[dict[str, Any]] = []
+
+    def time(self, label: str) -> None:
+        stats = measure_latency(self.network, self.shape, device=self.device, warmup=self.warmup,
+                                repeats=self.repeats)
+        self.timings.append({"at": label, "seconds": round(time.perf_counter() - self.start, 1),
+                             "ms": stats.mean_ms})
+
+    def summary(self) -> dict[str, Any]:
+        """The timings, and the drift: mean over the rounds / mean around the LUT build."""
+        lut = [t["ms"] for t in self.timings if t["at"].endswith("the LUT")]
+        rounds = [t["ms"] for t in self.timings if t["at"].startswith("round")]
+        ratio = statistics.fmean(rounds) / statistics.fmean(lut) if lut and rounds else 1.0
+        return {"network": REFERENCE, "timings": self.timings, "drift_ratio": ratio,
+                "drift_pct": (ratio - 1) * 100}
 
 
 @torch.no_grad()
