@@ -323,15 +323,36 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = evaluate_model(
         args.model, name=name, checkpoint=Path(args.checkpoint or f"results/train/{name}/best.pt"),
         val_loader=val_loader, num_classes=num_classes_of(data_dir), params=params, device=device,
-        lut=Path(args.lut) if args.lut else None,
+        lut=Path(args.lut) if args.lut else None, time_latency=args.latency,
     )
     write_json(out, metrics)
     latency = metrics["latency"]
+    timed = (f"latency {latency['mean_ms']:.2f} ms ({latency['protocol']['device']}, batch "
+             f"{latency['protocol']['batch']})" if latency else "latency not timed")
     print(f"evaluate {name}: top-1 {metrics['top1']:.2f} top-5 {metrics['top5']:.2f}, "
-          f"{metrics['mult_adds_m_224']:.2f} M mult-adds at 224, latency {latency['mean_ms']:.2f} ms "
-          f"({latency['protocol']['device']}, batch {latency['protocol']['batch']}) -> {out}", file=sys.stderr)
+          f"{metrics['mult_adds_m_224']:.2f} M mult-adds at 224, {timed} -> {out}", file=sys.stderr)
     log_stage(params, StageRecord(stage="evaluate", space=space_of(args.model), model=name, metrics_file=out,
                                   manifest_file=data_dir / "manifest.json"))
+
+
+def cmd_latency(args: argparse.Namespace) -> None:
+    import torch
+
+    from densenas.atomic import write_json
+    from densenas.report import ResultPaths, table_models
+    from densenas.table_latency import table_latency
+
+    params = _stage_params(args)
+    torch.set_num_threads(params.lut.threads)  # as `evaluate` times: the LUT's threads
+    paths = ResultPaths(Path(args.results))
+    out = Path(args.out or paths.latency(args.space))
+    check_writable(out)
+    record = table_latency(table_models(args.space, params), paths, params)
+    write_json(out, record)
+    rows = ", ".join(f"{model} {timed['mean_ms']:.2f}" for model, timed in record["models"].items())
+    print(f"latency {args.space} (ms, {record['protocol']['device']}, batch {record['protocol']['batch']}, "
+          f"{record['protocol']['rounds']} rounds): {rows} -> {out}", file=sys.stderr)
+    log_stage(params, StageRecord(stage="latency", space=args.space, metrics_file=out))
 
 
 def _cuda_available() -> bool:
@@ -449,7 +470,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default=None, help="default: results/eval/{name}/metrics.json")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                           help="where the accuracy is computed (latency: params evaluate.latency_device)")
+    evaluate.add_argument("--no-latency", dest="latency", action="store_false",
+                          help="do not time the network (the pipeline times a table's networks in one `latency` job)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    latency = sub.add_parser("latency", help="measured end-to-end latency of every model of a table, timed in one "
+                             "job in interleaved rounds (params evaluate.latency_*)")
+    latency.add_argument("--space", required=True, choices=["mbv2", "resnet"])
+    latency.add_argument("--results", default="results", help="results folder with the searched net_configs "
+                         "(default: results)")
+    latency.add_argument("--out", default=None, help="default: {results}/latency/{space}.json")
+    latency.set_defaults(func=cmd_latency)
 
     convert = sub.add_parser("convert-official", help="map an official DenseNAS-A/B/C checkpoint (the authors' "
                              "published weights) onto the zoo model, as a checkpoint `densenas evaluate` accepts")

@@ -141,6 +141,7 @@ class EvaluateParams:
     latency_batch: int
     latency_warmup: int
     latency_repeats: int
+    latency_rounds: int
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,9 @@ def measured_latency(net: nn.Module, evaluate: EvaluateParams) -> dict[str, Any]
 
 
 def evaluate_model(model_source: str, *, name: str, checkpoint: Path, val_loader: Any, num_classes: int,
-                   params: Params, device: str, lut: Path | None = None) -> dict[str, Any]:
-    """The record of ``results/eval/{name}/metrics.json``."""
+                   params: Params, device: str, lut: Path | None = None, time_latency: bool = True) -> dict[str, Any]:
+    """The record of ``results/eval/{name}/metrics.json``; ``time_latency`` False leaves the measured latency
+    (None) to the pipeline's latency job (:mod:`densenas.table_latency`)."""
     predicted = None if lut is None else predicted_latency(model_source, lut)  # first: a bad LUT fails fast
     net, payload = load_trained(model_source, checkpoint, num_classes)
     accuracy = evaluate_accuracy(net.to(device), val_loader, device=torch.device(device))
@@ -108,7 +109,7 @@ def evaluate_model(model_source: str, *, name: str, checkpoint: Path, val_loader
         "mult_adds_m": count_mult_adds(net.cpu(), (1, 3, input_size, input_size)) / 1e6,
         "params_m_224": count_params(net_224) / 1e6,
         "mult_adds_m_224": count_mult_adds(net_224, (1, 3, PAPER_INPUT_SIZE, PAPER_INPUT_SIZE)) / 1e6,
-        "latency": measured_latency(net_224, params.evaluate),
+        "latency": measured_latency(net_224, params.evaluate) if time_latency else None,
         "lut_latency": predicted,
         "lut_titanxp_ms": titanxp_latency_ms(model_source),
         "params_digest": params.digest,

@@ -1,7 +1,7 @@
 """The report stage: the paper's tables beside this run's measurements, and the figures. Files only, no MLflow.
 
 Paper columns are copied verbatim from the shipped reference tables; measured columns come from the
-``results/eval``, ``results/train`` and ``results/search`` JSON/CSV files of this run.
+``results/eval``, ``results/train``, ``results/search`` and ``results/latency`` JSON/CSV files of this run.
 """
 
 from __future__ import annotations
@@ -56,6 +56,10 @@ class ResultPaths:
     def search_dir(self, space: str, variant: str) -> Path:
         return self.root / "search" / space / variant
 
+    def latency(self, space: str) -> Path:
+        """The latency stage's file: every table model of ``space`` timed in one job."""
+        return self.root / "latency" / f"{space}.json"
+
 
 def table_models(space: str, params: Params) -> list[str]:
     """The retrained models a space's table compares: published, baselines, searched variants, random search."""
@@ -86,19 +90,29 @@ def _get(record: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def measured_columns(model: str, paths: ResultPaths, params: Params) -> dict[str, Any]:
-    """What this run measured for one retrained model (eval + train + search files)."""
+def read_latency(space: str, paths: ResultPaths) -> dict[str, Any]:
+    """The latency stage's record of ``space``'s table, with the file it came from (for error messages)."""
+    return {**_read_json(paths.latency(space)), "file": str(paths.latency(space))}
+
+
+def measured_columns(model: str, paths: ResultPaths, params: Params, latency: dict[str, Any]) -> dict[str, Any]:
+    """What this run measured for one retrained model (eval + train + search files, and ``latency``: the
+    latency stage's record of the model's table)."""
     ev = _read_json(paths.eval_metrics(model))
     tr = _read_json(paths.train_metrics(model))
+    timed = (latency.get("models") or {}).get(model)
+    if timed is None:
+        raise DensenasError(f"{latency['file']}: no latency of model '{model}' (re-run the latency stage)")
     row = {
         "top1": _get(ev, "top1"),
         "top5": _get(ev, "top5"),
         "top1_last_epoch": _get(tr, "last.top1"),
         "mult_adds_m_224": _get(ev, "mult_adds_m_224"),
         "params_m_224": _get(ev, "params_m_224"),
-        "latency_ms": _get(ev, "latency.mean_ms"),
-        "latency_batch": _get(ev, "latency.protocol.batch"),
-        "latency_device": _get(ev, "latency.protocol.device_name"),
+        "latency_ms": timed["mean_ms"],
+        "latency_round_spread_pct": timed["round_spread_pct"],
+        "latency_batch": _get(latency, "protocol.batch"),
+        "latency_device": _get(latency, "protocol.device_name"),
         "lut_latency_ms": _get(ev, "lut_latency.latency_ms"),
         "lut_input_size": _get(ev, "lut_latency.input_size"),  # the LUT's own input: 32 px in the embedded run
         "lut_titanxp_ms": _get(ev, "lut_titanxp_ms"),
@@ -131,6 +145,7 @@ def build_table(space: str, models: list[str], paths: ResultPaths, params: Param
     its own row right below it (DenseNAS-A/B/C), with the paper row's columns to compare against; the others
     come last. Each compared quantity stands as paper | ours | ours - paper (``COMPARED``)."""
     paper = paper_table(space)
+    latency = read_latency(space, paths)
     mapping = dict(PAPER_ROW_MODELS[space])
     below: dict[str, list[str]] = {}
     for variant, settings in sorted(params.search.spaces[space].variants.items()):
@@ -144,19 +159,19 @@ def build_table(space: str, models: list[str], paths: ResultPaths, params: Param
     for record in paper.to_dict("records"):
         paper_columns = {f"paper_{k}": v for k, v in record.items() if k not in ("model", "source")}
         model = mapping.get(record["model"])
-        measured = measured_columns(model, paths, params) if model in models else {}
+        measured = measured_columns(model, paths, params, latency) if model in models else {}
         rows.append({"model": record["model"], "this_run_model": model if measured else None, **paper_columns,
                      **measured})
         for searched in below.get(record["model"], []):
             if searched in models:
                 rows.append({"model": f"(this run) {searched}", "this_run_model": searched,
                              "compared_with": record["model"], **paper_columns,
-                             **measured_columns(searched, paths, params)})
+                             **measured_columns(searched, paths, params, latency)})
     placed = set(mapping.values()) | {m for group in below.values() for m in group}
     for model in models:
         if model not in placed:
             rows.append({"model": f"(this run) {model}", "this_run_model": model,
-                         **measured_columns(model, paths, params)})
+                         **measured_columns(model, paths, params, latency)})
     return _with_differences(pd.DataFrame(rows), space).round(params.report.decimals)
 
 
@@ -193,8 +208,9 @@ def figure_accuracy_vs_latency(space: str, models: list[str], paths: ResultPaths
         ax_paper.scatter(record["gpu_latency_ms"], record["top1"], color="C3" if ours else "C0")
         ax_paper.annotate(record["model"], (record["gpu_latency_ms"], record["top1"]), fontsize=7)
     ax_paper.set(title="paper (TITAN-XP, batch 32, ImageNet)", xlabel="latency (ms)", ylabel="top-1 (%)")
+    latency = read_latency(space, paths)
     for model in models:
-        measured = measured_columns(model, paths, params)
+        measured = measured_columns(model, paths, params, latency)
         if _finite(measured["latency_ms"]) and _finite(measured["top1"]):
             family = "C3" if model.startswith(("densenas", f"{space}-")) else "C0"
             ax_ours.scatter(measured["latency_ms"], measured["top1"], color=family)

@@ -34,7 +34,7 @@ def test_info_reports_published_counts(run_cli, model: str, mult_adds_m: float, 
 def test_help_lists_the_stages(run_cli) -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for stage in ("prepare", "lut", "search", "derive", "train", "evaluate", "report"):
+    for stage in ("prepare", "lut", "search", "derive", "train", "evaluate", "latency", "report"):
         assert stage in result.stdout
 
 

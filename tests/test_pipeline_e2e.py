@@ -27,7 +27,7 @@ SMOKE = load_params(REPO / "params.yaml", preset="smoke")
 RETRAINED = len(table_models("mbv2", SMOKE)) + len(table_models("resnet", SMOKE))  # 11: one baseline per table
 STAGE_RUNS = {  # MLflow runs expected per stage for `all` with the smoke preset's variants and report lists
     "prepare": 1, "lut": 1, "search": 2 + 5, "derive": 5, "random_arch": 1, "train": RETRAINED,
-    "evaluate": RETRAINED, "report_table": 2, "report_figures": 1,
+    "evaluate": RETRAINED, "latency": 2, "report_table": 2, "report_figures": 1,
 }
 # The DVC round trip: the stages behind one searched model's evaluation, every kind of computing stage (prepare,
 # lut, warm-up, search, derive, train, evaluate). The table stages' deps in dvc.yaml are the default report lists

@@ -1,6 +1,7 @@
 """`densenas report table` from result files: searched rows below the paper rows they aim at, the compared
 quantities as paper | ours | ours - paper, search cost as device-hours with device and world size, the LUT
-source and the retrained epoch; the ResNet table in the paper's G FLOPs."""
+source and the retrained epoch, the measured latency from the table's latency job; the ResNet table in the paper's
+G FLOPs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from densenas.config import load_params
+from densenas.errors import DensenasError
 from densenas.report import ResultPaths, build_table, paper_table, table_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,12 +24,16 @@ def _write(path: Path, record: dict) -> None:
 
 
 def _results(root: Path, space: str, params) -> None:
-    """Eval/train metrics for every table model, search metrics for every variant; values derived from the name,
-    so each row's numbers are its own."""
-    for index, model in enumerate(table_models(space, params)):
+    """Eval/train metrics for every table model, search metrics for every variant, the latency job's record; values
+    derived from the name, so each row's numbers are its own."""
+    models = table_models(space, params)
+    _write(root / "latency" / f"{space}.json", {
+        "models": {model: {"mean_ms": 10.0 + index, "round_spread_pct": 1.0} for index, model in enumerate(models)},
+        "protocol": {"batch": 1, "device_name": "cpu"}})
+    for index, model in enumerate(models):
         _write(root / "eval" / model / "metrics.json", {
             "top1": 70.0 + index, "top5": 90.0, "mult_adds_m_224": 300.0 + index, "params_m_224": 4.0 + index / 10,
-            "latency": {"mean_ms": 10.0, "protocol": {"batch": 1, "device_name": "cpu"}},
+            "latency": None,
             "lut_titanxp_ms": 15.0 + index if space == "mbv2" else None, "dataset": "fashion_mnist",
             "input_size": 32})
         _write(root / "train" / model / "metrics.json", {"last": {"top1": 69.0}, "epochs": 3, "device": "cpu"})
@@ -79,3 +85,19 @@ def test_resnet_table_in_g_flops_fills_the_paper_rows(tmp_path: Path, params) ->
     assert r1["flops_g_224"] == pytest.approx(r1["mult_adds_m_224"] / 1000, abs=1e-3)
     assert r1["diff_flops_g"] == pytest.approx(r1["flops_g_224"] - r1["paper_flops_g"], abs=1e-3)
     assert "diff_lut_titanxp_ms" not in table and "diff_search_gpu_hours" not in table
+
+
+def test_measured_latency_comes_from_the_latency_job(tmp_path: Path, params) -> None:
+    """Each row's measured latency is the latency job's figure for that model; a record without one of the
+    table's models is refused, naming the file and the model."""
+    _results(tmp_path, "mbv2", params)
+    models = table_models("mbv2", params)
+    table = build_table("mbv2", models, ResultPaths(tmp_path), params).set_index("this_run_model")
+    for index, model in enumerate(models):
+        assert table.loc[model, "latency_ms"] == pytest.approx(10.0 + index), model
+        assert table.loc[model, "latency_device"] == "cpu" and table.loc[model, "latency_batch"] == 1
+    record = json.loads((tmp_path / "latency" / "mbv2.json").read_text())
+    del record["models"]["mbv2-lat_b"]
+    _write(tmp_path / "latency" / "mbv2.json", record)
+    with pytest.raises(DensenasError, match=r"latency/mbv2\.json: no latency of model 'mbv2-lat_b'"):
+        build_table("mbv2", models, ResultPaths(tmp_path), params)

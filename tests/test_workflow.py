@@ -96,6 +96,7 @@ def test_dvc_table_depends_on_exactly_the_files_it_reads(space: str) -> None:
     models = table_models(space, params)
     expected = {f"results/{stage}/{m}/metrics.json" for stage in ("eval", "train") for m in models}
     expected |= {f"results/search/{space}/{v}/metrics.json" for v in params.search.spaces[space].variants}
+    expected.add(f"results/latency/{space}.json")
     with Repo(str(REPO)) as repo:
         stage = next(s for s in repo.index.stages if s.name == f"table_{space}")
         deps = {str(Path(dep.fs_path).relative_to(REPO)) for dep in stage.deps}

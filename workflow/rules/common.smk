@@ -62,6 +62,15 @@ def model_source(model):
     return f"results/search/{space}/{variant}/net_config.json"
 
 
+def table_models_of(space):
+    return mbv2_models() if space == "mbv2" else resnet_models()
+
+
+def table_net_configs(wildcards):
+    """The net_config files of a table's searched and random-search networks (the latency job times them)."""
+    return [model_source(m) for m in table_models_of(wildcards.space) if m not in ZOO]
+
+
 def model_net_config(wildcards):
     """The net_config file a searched or random-search model is built from (zoo models need none)."""
     source = model_source(wildcards.model)
@@ -87,9 +96,9 @@ GPUS = P.workflow.gpus_per_job
 JOB_THREADS = 1 if GPUS == 0 else GPUS * P.workflow.cpus_per_gpu
 JOB_MEM_MB = P.workflow.mem_mb if GPUS == 0 else GPUS * P.workflow.mem_mb_per_gpu
 RUNTIME = P.workflow.runtime_min
-# End-to-end CPU latency is measured with every core Snakemake has reserved, so no other job disturbs the timing
-# (in a table run beside nine other jobs, DenseNAS-A measured 39.9 ms one time and 10.3 ms another). The stages
-# time with lut.threads torch threads whatever the reservation.
+# End-to-end CPU latency (the `latency` job, the latency table) is measured with every core Snakemake has reserved,
+# so no other job disturbs the timing (in a table run beside nine other jobs, DenseNAS-A measured 39.9 ms one time
+# and 10.3 ms another). The stages time with lut.threads torch threads whatever the reservation.
 try:
     CORES = workflow.cores
 except WorkflowError:  # --report, --unlock, --lint: modes that run no job and get no core count

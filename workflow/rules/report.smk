@@ -3,6 +3,7 @@ rule table_mbv2:
     input:
         eval_metrics(mbv2_models()),
         search_metrics("mbv2"),
+        "results/latency/mbv2.json",
     output:
         report("reports/table_mbv2.csv", caption="../report/table_mbv2.rst", category="Tables"),
     params:
@@ -23,6 +24,7 @@ rule table_resnet:
     input:
         eval_metrics(resnet_models()),
         search_metrics("resnet"),
+        "results/latency/resnet.json",
     output:
         report("reports/table_resnet.csv", caption="../report/table_resnet.rst", category="Tables"),
     params:
@@ -42,6 +44,7 @@ rule figures:
     """Accuracy vs latency (paper points and ours), β evolution during search, training curves."""
     input:
         eval_metrics(mbv2_models()),
+        "results/latency/mbv2.json",
         f"results/search/mbv2/{P.report.random_search_variant}/arch_params.json",
     output:
         report("reports/figures/accuracy_vs_latency.png", caption="../report/accuracy_vs_latency.rst",
