@@ -100,8 +100,9 @@ def measured_columns(model: str, paths: ResultPaths, params: Params, latency: di
     latency stage's record of the model's table)."""
     ev = _read_json(paths.eval_metrics(model))
     tr = _read_json(paths.train_metrics(model))
-    timed = (latency.get("models") or {}).get(model)
-    if timed is None:
+    models = latency.get("models")
+    timed = models.get(model) if isinstance(models, dict) else None
+    if not isinstance(timed, dict):
         raise DensenasError(f"{latency['file']}: no latency of model '{model}' (re-run the latency stage)")
     row = {
         "top1": _get(ev, "top1"),
@@ -109,8 +110,8 @@ def measured_columns(model: str, paths: ResultPaths, params: Params, latency: di
         "top1_last_epoch": _get(tr, "last.top1"),
         "mult_adds_m_224": _get(ev, "mult_adds_m_224"),
         "params_m_224": _get(ev, "params_m_224"),
-        "latency_ms": timed["mean_ms"],
-        "latency_round_spread_pct": timed["round_spread_pct"],
+        "latency_ms": _get(timed, "mean_ms"),
+        "latency_round_spread_pct": _get(timed, "round_spread_pct"),
         "latency_batch": _get(latency, "protocol.batch"),
         "latency_device": _get(latency, "protocol.device_name"),
         "lut_latency_ms": _get(ev, "lut_latency.latency_ms"),

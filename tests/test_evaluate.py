@@ -88,6 +88,13 @@ def test_evaluate_densenas_c(run_cli, small_data: Path, official_lut: Path, tmp_
         "cpu", 1, 224, "float32"), f"CPU protocol of SPEC §10.1 expected, got {protocol}"
     assert protocol["statistic"] == "mean" and protocol["repeats"] == 3 and protocol["warmup"] == 1
     assert metrics["lut_latency"]["latency_ms"] == pytest.approx(18.01, abs=0.02)
+    untimed_out = tmp_path / "eval" / "untimed.json"
+    untimed = run_cli(*overrides, "evaluate", "--model", "densenas_c", "--checkpoint", str(tmp_path / "train/best.pt"),
+                      "--data", str(small_data), "--no-latency", "--out", str(untimed_out), "--device", "cpu")
+    assert untimed.returncode == 0, untimed.stderr[-3000:]
+    record = json.loads(untimed_out.read_text())
+    assert record["latency"] is None and "latency not timed" in untimed.stderr, "the pipeline's latency job times it"
+    assert (record["top1"], record["mult_adds_m_224"]) == (metrics["top1"], metrics["mult_adds_m_224"])
 
 
 @pytest.mark.parametrize(("model", "expected_ms"), [("densenas_a", 13.646), ("densenas_b", 15.817),
