@@ -1,5 +1,5 @@
-# DenseNAS reproduction workflow: prepare -> lut -> warm-up -> search per variant -> derive -> train -> evaluate
-# -> report. Every rule calls one `densenas <stage>` command (the same commands as dvc.yaml).
+# DenseNAS reproduction workflow: prepare -> lut -> warm-up -> search per variant -> derive -> train -> evaluate (and
+# one latency job per table) -> report. Every rule calls one `densenas <stage>` command (the same commands as dvc.yaml).
 #   snakemake --cores 8 reports/table_mbv2.csv        # the MobileNetV2-space table
 #   snakemake --cores 8 --config preset=paper all     # the paper's settings (ImageNet, GPUs)
 from snakemake.utils import min_version
