@@ -45,7 +45,7 @@ from densenas.chained_cost import architecture_cost
 from densenas.complexity import count_mult_adds
 from densenas.config import Params, load_params, parse_set_items
 from densenas.cost_table import CostTable
-from densenas.latency import LatencyStats, measure_latency
+from densenas.latency import LatencyStats, measure_latency, spread_pct
 from densenas.lut import build_lut, load_cost_table, write_lut
 from densenas.lut.calibrate import calibration_archs
 from densenas.lut.lut_file import CalibrationSettings
@@ -113,7 +113,7 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
     reference = DeviceReference(build_network(to_net_config(published(space, topology)[REFERENCE], space, topology,
                                                             NUM_CLASSES)).to(device), shape, device=device,
                                 warmup=warmup, repeats=repeats, start=start)
-    reference.time("before the LUT")
+    reference.time("before the LUT", window="lut")
     calibration = (CalibrationSettings(params.lut.calibration_archs, params.lut.calibration_rounds, params.seed)
                    if params.lut.method == "calibrated" else None)
     lut = build_lut(space, metric="latency", input_size=input_size, batch=batch, dtype="float32",
@@ -122,7 +122,7 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
     lut_path = out.with_name(out.stem + "_lut.json")
     write_lut(lut_path, lut)
     lut_seconds = time.perf_counter() - start
-    reference.time("after the LUT")
+    reference.time("after the LUT", window="lut")
     # The predictor the search optimises: the chained cost of the table as written (calibrated: skip layers 0).
     tables = {lut["method"]: load_cost_table(lut_path, space, topology, input_size=input_size, batch=batch)}
     if lut["method"] == "calibrated":  # the isolated timings the calibration started from, for comparison
@@ -150,7 +150,7 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
             if index and deadline is not None and time.monotonic() + round_seconds > deadline:
                 break
             round_start = time.monotonic()
-            reference.time(f"round {index + 1}")
+            reference.time(f"round {index + 1}", window="rounds")
             order = list(chosen)
             order_rng.shuffle(order)
             for name in tqdm(order, desc="networks", unit="net", file=sys.stderr, leave=False):
@@ -165,7 +165,7 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
          "mult_adds_m": count_mult_adds(build_network(configs[name]), (1, *shape[1:])) / 1e6,
          **{f"predicted_{method}_ms": predict(table, space, topology, arch) for method, table in tables.items()},
          "measured_ms": statistics.fmean(s.mean_ms for s in measured[name]),
-         "round_spread_pct": round_spread_pct([s.mean_ms for s in measured[name]])}
+         "round_spread_pct": spread_pct([s.mean_ms for s in measured[name]])}
         for name, arch in chosen.items()
     ])
     # The baseline: mult-adds times the one factor that fits these very networks best (relative least squares),
@@ -201,11 +201,6 @@ def predict_and_measure(params: Params, *, device: str, archs: int, input_size: 
     return summary
 
 
-def round_spread_pct(means: list[float]) -> float:
-    """(max − min) / mean of one network's round means: how much the device moved under it."""
-    return (max(means) - min(means)) / statistics.fmean(means) * 100 if len(means) > 1 else 0.0
-
-
 class DeviceReference:
     """One fixed network timed now and then with the benchmark's own loop: the device's speed over the run."""
 
@@ -215,16 +210,17 @@ class DeviceReference:
         self.warmup, self.repeats, self.start = warmup, repeats, start
         self.timings: list[dict[str, Any]] = []
 
-    def time(self, label: str) -> None:
+    def time(self, label: str, *, window: str) -> None:
+        """One timing, in ``window``: "lut" (around the LUT build) or "rounds" (the networks' measurement)."""
         stats = measure_latency(self.network, self.shape, device=self.device, warmup=self.warmup,
                                 repeats=self.repeats)
-        self.timings.append({"at": label, "seconds": round(time.perf_counter() - self.start, 1),
+        self.timings.append({"at": label, "window": window, "seconds": round(time.perf_counter() - self.start, 1),
                              "ms": stats.mean_ms})
 
     def summary(self) -> dict[str, Any]:
         """The timings, and the drift: mean over the rounds / mean around the LUT build."""
-        lut = [t["ms"] for t in self.timings if t["at"].endswith("the LUT")]
-        rounds = [t["ms"] for t in self.timings if t["at"].startswith("round")]
+        lut = [t["ms"] for t in self.timings if t["window"] == "lut"]
+        rounds = [t["ms"] for t in self.timings if t["window"] == "rounds"]
         ratio = statistics.fmean(rounds) / statistics.fmean(lut) if lut and rounds else 1.0
         return {"network": REFERENCE, "timings": self.timings, "drift_ratio": ratio,
                 "drift_pct": (ratio - 1) * 100}

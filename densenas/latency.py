@@ -26,6 +26,11 @@ class LatencyStats:
         return asdict(self)
 
 
+def spread_pct(means: list[float]) -> float:
+    """(max − min) / mean of one network's round means, in %: how much the device moved under it."""
+    return (max(means) - min(means)) / statistics.fmean(means) * 100 if len(means) > 1 else 0.0
+
+
 @torch.no_grad()
 def measure_latency(
     module: nn.Module, input_shape: tuple[int, ...], *, device: str = "cpu", warmup: int = 10, repeats: int = 50,

@@ -18,6 +18,7 @@ from densenas.atomic import atomic_path
 from densenas.config import Params
 from densenas.errors import DensenasError
 from densenas.input_files import load_json_file
+from densenas.registry import list_models
 
 # paper row -> registered model retrained here with the same recipe
 PAPER_ROW_MODELS = {
@@ -55,6 +56,13 @@ class ResultPaths:
 
     def search_dir(self, space: str, variant: str) -> Path:
         return self.root / "search" / space / variant
+
+    def model_source(self, model: str) -> str:
+        """A zoo name, or the net_config file of a searched or random-search model (``{space}-{variant}``)."""
+        if model in list_models():
+            return model
+        space, variant = model.split("-", 1)
+        return str(self.search_dir(space, variant) / "net_config.json")
 
     def latency(self, space: str) -> Path:
         """The latency stage's file: every table model of ``space`` timed in one job."""

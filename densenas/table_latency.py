@@ -19,23 +19,16 @@ from tqdm import tqdm
 
 from densenas.config import Params
 from densenas.evaluate import PAPER_NUM_CLASSES, measured_latency
-from densenas.registry import create_model, list_models
+from densenas.latency import spread_pct
+from densenas.registry import create_model
 from densenas.report import ResultPaths
-
-
-def model_source(model: str, paths: ResultPaths) -> str:
-    """A zoo name, or the net_config file of a searched or random-search table model (``{space}-{variant}``)."""
-    if model in list_models():
-        return model
-    space, variant = model.split("-", 1)
-    return str(paths.search_dir(space, variant) / "net_config.json")
 
 
 def table_latency(models: list[str], paths: ResultPaths, params: Params) -> dict[str, Any]:
     """The record of ``results/latency/{space}.json``: per model the mean, spread and round means (ms), and the
     protocol once."""
     rounds = params.evaluate.latency_rounds
-    networks = {model: create_model(model_source(model, paths), num_classes=PAPER_NUM_CLASSES) for model in models}
+    networks = {model: create_model(paths.model_source(model), num_classes=PAPER_NUM_CLASSES) for model in models}
     order_rng = random.Random(f"table-latency:{params.seed}")
     timings: dict[str, list[dict[str, Any]]] = {model: [] for model in models}
     for _ in tqdm(range(rounds), desc="latency rounds", unit="round", file=sys.stderr):
@@ -49,7 +42,7 @@ def table_latency(models: list[str], paths: ResultPaths, params: Params) -> dict
         per_model[model] = {
             "mean_ms": statistics.fmean(means),
             "round_means_ms": means,
-            "round_spread_pct": (max(means) - min(means)) / statistics.fmean(means) * 100,
+            "round_spread_pct": spread_pct(means),
             "median_ms": statistics.median(run["median_ms"] for run in runs),
             "std_ms": statistics.fmean(run["std_ms"] for run in runs),
         }

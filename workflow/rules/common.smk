@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 from densenas.config import command_line_overrides, load_params, set_items
 from densenas.registry import list_models
-from densenas.report import table_models
+from densenas.report import ResultPaths, table_models
 
 # Rules call `densenas` and `python`: use the ones of the environment Snakemake itself runs in (e.g. .venv).
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -56,10 +56,7 @@ def resnet_models():
 
 def model_source(model):
     """A zoo name, or the net_config file of a searched (`{space}-{variant}`) or random-search model."""
-    if model in ZOO:
-        return model
-    space, variant = model.split("-", 1)
-    return f"results/search/{space}/{variant}/net_config.json"
+    return ResultPaths(Path("results")).model_source(model)
 
 
 def table_models_of(space):
