@@ -11,6 +11,8 @@ Run: python benchmarks/search_step.py                       # CPU: 32 px, batch 
      python benchmarks/search_step.py --device cuda          # GPU: 224 px, batch 88 (= the paper's 352 over 4 GPUs)
      python benchmarks/search_step.py --device cuda --amp --channels-last
      python benchmarks/search_step.py --width-mult 0.25      # also the proxy supernet (search...width_mult)
+     python benchmarks/search_step.py --conv-pointwise       # also every step with 1x1 convs as nn.Conv2d (before
+                                                             # densenas.pointwise), interleaved
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from densenas.distributed import DistContext
 from densenas.lut.profile import device_info
 from densenas.official_lut import import_official_lut
+from densenas.pointwise import use_gemm_pointwise
 from densenas.registry import create_model
 from densenas.search.arch_step import arch_step
 from densenas.search.weight_step import validate_supernet, weight_step
@@ -38,14 +41,17 @@ PAPER_GPU_HOURS = 64
 NUM_CLASSES = 100
 SEARCH_STEP = "search step (arch + weight)"
 BASELINE = "DenseNAS-C train step (baseline)"
+CONV_POINTWISE = ", 1x1 as nn.Conv2d"
 
 
 def supernet_steps(batch: int, input_size: int, device: str, amp: bool, channels_last: bool,
-                   width_mult: float = 1.0) -> dict[str, Callable[[], None]]:
+                   width_mult: float = 1.0, gemm_pointwise: bool = True) -> dict[str, Callable[[], None]]:
     """One closure per supernet step kind, sharing a model and optimisers as the search does."""
     torch.manual_seed(0)
     space = load_space("mbv2")
     model = Supernet(space, num_classes=NUM_CLASSES, width_mult=width_mult).to(device)
+    if gemm_pointwise:
+        use_gemm_pointwise(model)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=memory_format).train()
     table, _ = import_official_lut("lat_list_densenas_mbv2_xp32", space)
@@ -89,20 +95,27 @@ def supernet_steps(batch: int, input_size: int, device: str, amp: bool, channels
 
     everything = model.sample_ops("all")
 
+    def warmup_all_ops() -> None:  # warmup_policy all, update_unsampled false: the embedded warm-up's step
+        freeze(False)
+        weight_step(model, weights, images, labels, everything, lr=1e-3, ctx=ctx, amp=amp, update_unsampled=False)
+
     def validation() -> None:
         validate_supernet(model, [(images, labels)], everything, ctx=ctx, amp=amp)
 
     return {SEARCH_STEP: arch_then_weight, "arch step": arch_only, "weight step": weight_only,
             "weight step, sampled ops only (update_unsampled false)": lambda: weight_only(update_unsampled=False),
+            "warm-up weight step, all ops (warmup_policy all)": warmup_all_ops,
             "supernet validation (all ops)": validation}
 
 
 def baseline_step(batch: int, input_size: int, device: str, amp: bool,
-                  channels_last: bool) -> Callable[[], None]:
+                  channels_last: bool, gemm_pointwise: bool = True) -> Callable[[], None]:
     """Forward + CE + backward + SGD of DenseNAS-C (the published C, 100 classes): the retraining loop's step."""
     torch.manual_seed(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = create_model("densenas_c", num_classes=NUM_CLASSES).to(device).to(memory_format=memory_format).train()
+    if gemm_pointwise:
+        use_gemm_pointwise(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=4e-5)
     images = torch.randn(batch, 3, input_size, input_size, device=device).to(memory_format=memory_format)
     labels = torch.randint(0, NUM_CLASSES, (batch,), device=device)
@@ -135,14 +148,20 @@ def best_seconds(entries: dict[str, Callable[[], None]], device: str, *, steps: 
 
 
 def step_seconds(device: str, *, batch: int, input_size: int, amp: bool, channels_last: bool, steps: int,
-                 rounds: int, warmup: int = 1, proxy_width: float | None = None) -> dict[str, float]:
+                 rounds: int, warmup: int = 1, proxy_width: float | None = None,
+                 conv_pointwise: bool = False) -> dict[str, float]:
     """Seconds per step of every supernet step kind and of the DenseNAS-C baseline (``BASELINE``); with
-    ``proxy_width``, also those of the proxy supernet at that width (interleaved with the rest)."""
+    ``proxy_width``, also those of the proxy supernet at that width; with ``conv_pointwise``, also every step with
+    the 1×1 convs left as ``nn.Conv2d`` (``CONV_POINTWISE`` appended to the name); all interleaved."""
     entries = supernet_steps(batch, input_size, device, amp, channels_last)
     if proxy_width is not None:
         proxy = supernet_steps(batch, input_size, device, amp, channels_last, width_mult=proxy_width)
         entries.update({f"{name}, proxy width x{proxy_width}": step for name, step in proxy.items()})
     entries[BASELINE] = baseline_step(batch, input_size, device, amp, channels_last)
+    if conv_pointwise:
+        plain = supernet_steps(batch, input_size, device, amp, channels_last, gemm_pointwise=False)
+        plain[BASELINE] = baseline_step(batch, input_size, device, amp, channels_last, gemm_pointwise=False)
+        entries.update({f"{name}{CONV_POINTWISE}": step for name, step in plain.items()})
     return best_seconds(entries, device, steps=steps, warmup=warmup, rounds=rounds)
 
 
@@ -166,6 +185,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--width-mult", type=float, default=None,
                         help="also time the proxy supernet at this width (search.spaces.<space>.width_mult)")
+    parser.add_argument("--conv-pointwise", action="store_true",
+                        help="also time every step with the 1x1 convs as nn.Conv2d (not densenas.pointwise)")
     args = parser.parse_args()
     cuda = args.device == "cuda"
     batch = args.batch or (88 if cuda else 16)
@@ -173,16 +194,19 @@ def main() -> None:
     steps = args.steps or (10 if cuda else 3)
     seconds = step_seconds(args.device, batch=batch, input_size=size, amp=args.amp,
                            channels_last=args.channels_last, steps=steps, rounds=args.rounds,
-                           proxy_width=args.width_mult)
+                           proxy_width=args.width_mult, conv_pointwise=args.conv_pointwise)
     device = device_info("cuda" if cuda else "cpu")["name"]
     print(f"# search step benchmark, {dt.date.today()}, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, batch {batch}, {size} px, amp {args.amp}, "
           f"channels_last {args.channels_last}, best of {args.rounds} rounds x {steps} steps")
     baseline = seconds[BASELINE]
-    print("| step | ms/step | images/s | time ratio to a DenseNAS-C step |\n|---|---|---|---|")
+    print("| step | ms/step | images/s | time ratio to a DenseNAS-C step | nn.Conv2d 1x1 / GEMM 1x1 |\n"
+          "|---|---|---|---|---|")
     for name, value in seconds.items():
-        images = 2 * batch if name == SEARCH_STEP else batch  # a search step takes a val and a train batch
-        print(f"| {name} | {value * 1e3:.1f} | {images / value:.1f} | {value / baseline:.2f}x |")
+        images = 2 * batch if name.startswith(SEARCH_STEP) else batch  # a search step takes a val and a train batch
+        conv = seconds.get(f"{name}{CONV_POINTWISE}")
+        print(f"| {name} | {value * 1e3:.1f} | {images / value:.1f} | {value / baseline:.2f}x | "
+              f"{f'{conv / value:.2f}x' if conv else ''} |")
     for width in (1.0, *([args.width_mult] if args.width_mult else [])):
         weights = sum(p.numel() for p in Supernet(load_space("mbv2"), num_classes=10, width_mult=width)
                       .weight_parameters())

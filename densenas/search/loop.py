@@ -35,6 +35,7 @@ from densenas.cost_table import CostTable
 from densenas.data import build_loader, set_loader_epoch
 from densenas.distributed import DistContext, broadcast_object, per_rank_batch
 from densenas.errors import DensenasError
+from densenas.pointwise import use_gemm_pointwise
 from densenas.preemption import Preempted, StopRequest, stop_on_signals
 from densenas.search.arch_step import StepResult, arch_step
 from densenas.search.outputs import SearchOutputs
@@ -110,6 +111,7 @@ class SearchRun:
         batch = per_rank_batch(settings.batch_size, ctx)
         if job.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        use_gemm_pointwise(self.model)  # exact; 1.7x faster CPU steps on channels-last inputs (densenas.pointwise)
         self.weight_params, self.arch_params = self.model.weight_parameters(), self.model.arch_parameters()
         self.weight_optimizer = torch.optim.SGD(self.weight_params, lr=settings.weight.lr,
                                                 momentum=settings.weight.momentum,
