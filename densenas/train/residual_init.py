@@ -2,7 +2,7 @@
 
 Setting the γ of the last BN of every residual branch to 0 makes each block start as its shortcut, so a deep
 network trains like a shallow one at first and tolerates a larger step size (Goyal et al. 2017; timm's
-``zero_init_last``). The official recipe keeps γ = 1; the embedded recipe, 3 epochs on 15,000 images, needs the
+``zero_init_last``). The official recipe keeps γ = 1; the embedded recipe, 3 epochs on 20,000 images, needs the
 faster start.
 """
 
