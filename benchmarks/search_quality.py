@@ -88,8 +88,9 @@ class Runner:
 
 
 def variant_set(lambda_: float) -> tuple[str, str]:
-    """The variant name of λ and the --set that defines it (the only variant of the run)."""
-    name = f"lam{lambda_:g}"
+    """The variant name of λ and the --set that defines it (the only variant of the run). Variant names are
+    lower-case identifiers (params schema), so λ 0.3 is ``lam0p3`` and 1e-05 ``lam1em05``."""
+    name = "lam" + f"{lambda_:g}".replace(".", "p").replace("-", "m").replace("+", "")
     return name, (f"search.spaces.{SPACE}.variants={{{name}: {{objective: latency, lambda: {lambda_}, "
                   f"tau: {TAU}}}}}")
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -53,14 +56,29 @@ def test_quick_search_quality_writes_its_evidence(tmp_path: Path) -> None:
                                   frame[["name", "top1"]])
 
 
-@pytest.mark.parametrize(("mean", "sem", "pairs", "word"), [
-    (1.0, 0.4, 5, "beats"), (1.0, 0.6, 5, "not distinguishable"), (-1.0, 0.4, 5, "worse"),
-    (0.03, 0.19, 5, "not distinguishable"), (2.0, None, 1, "not distinguishable")])
-def test_verdict_weighs_the_mean_against_its_standard_error(mean: float, sem: float | None, pairs: int,
-                                                            word: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def _load_benchmark(monkeypatch: pytest.MonkeyPatch) -> Any:
     spec = importlib.util.spec_from_file_location("search_quality", REPO / "benchmarks" / "search_quality.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "search_quality", module)  # its dataclasses look their module up there
     spec.loader.exec_module(module)
-    assert word in module.verdict(mean, sem, pairs)
+    return module
+
+
+@pytest.mark.parametrize("lambda_", [0.0, 0.3, 1.0, 3.0, 10.0, 0.15, 1e-5, 2.5e12])
+def test_every_lambda_gets_a_variant_name_the_params_schema_accepts(lambda_: float,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _load_benchmark(monkeypatch)
+    schema = yaml.safe_load((REPO / "densenas" / "resources" / "params.schema.yaml").read_text())
+    pattern = schema["$defs"]["space_search"]["properties"]["variants"]["propertyNames"]["pattern"]
+    name, definition = module.variant_set(lambda_)
+    assert re.fullmatch(pattern, name), (name, pattern)
+    assert f"lambda: {lambda_}" in definition and name in definition
+
+
+@pytest.mark.parametrize(("mean", "sem", "pairs", "word"), [
+    (1.0, 0.4, 5, "beats"), (1.0, 0.6, 5, "not distinguishable"), (-1.0, 0.4, 5, "worse"),
+    (0.03, 0.19, 5, "not distinguishable"), (2.0, None, 1, "not distinguishable")])
+def test_verdict_weighs_the_mean_against_its_standard_error(mean: float, sem: float | None, pairs: int,
+                                                            word: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert word in _load_benchmark(monkeypatch).verdict(mean, sem, pairs)
