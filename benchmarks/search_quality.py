@@ -231,11 +231,13 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import SymLogNorm
 
     figure, axes = plt.subplots(figsize=(6.4, 4.4))
     searched = frame[frame.kind == "searched"]
+    # λ spans 0 to 10 with most of the sweep below 1: a linear colour scale would paint 0, 0.3 and 1 alike.
     points = axes.scatter(searched.lut_latency_ms, searched.top1, c=searched["lambda"], cmap="viridis",
-                          label="searched", edgecolors="k")
+                          norm=SymLogNorm(linthresh=0.3, vmin=0), label="searched", edgecolors="k")
     figure.colorbar(points, ax=axes, label="λ")
     randoms = frame[frame.kind == "random"]
     axes.scatter(randoms.lut_latency_ms, randoms.top1, marker="x", color="tab:red", label="random (matched)")
@@ -245,7 +247,7 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
         axes.annotate(row.name.replace("densenas_", "").upper(), (row.lut_latency_ms, row.top1))
     axes.set_xlabel("chained LUT latency (ms)")
     axes.set_ylabel("val top-1 (%)")
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=3)  # below the axes: hides no point
     axes.set_title("DenseNAS search quality (embedded data)")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
