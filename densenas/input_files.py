@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,10 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_finite_float)
+# YAML 1.1 (PyYAML) reads exponents without a dot, `1e-05`, as strings; YAML 1.2 and JSON read them as numbers.
+# json.dumps writes small floats that way, so without this `--set` values from `set_items` came back as text.
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789"))
 
 
 def load_yaml_text(text: str, source: str) -> Any:

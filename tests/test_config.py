@@ -118,6 +118,17 @@ def test_command_line_config_values_are_typed_and_round_trip_through_set_flags()
     assert parse_set_items(set_items(overrides)) == overrides
 
 
+def test_exponent_floats_without_a_dot_are_numbers_and_round_trip_through_set_flags() -> None:
+    """json.dumps writes 1e-05 without a dot, which YAML 1.1 reads as a string: the rules' `--set` flags must bring
+    such a float back as a float (and a plain `--set train.min_lr=1e-5` must mean the number)."""
+    from densenas.config import parse_set_items, set_items
+
+    overrides = {"train": {"min_lr": 1e-05, "lr": 2e-4, "weight_decay": 4e-5}, "search": {"lam": -3E+2}}
+    assert parse_set_items(set_items(overrides)) == overrides
+    assert parse_set_items(["train.min_lr=1e-5", "data.raw_dir=1e5x"]) == {"train": {"min_lr": 1e-5},
+                                                                         "data": {"raw_dir": "1e5x"}}
+
+
 def test_overrides_win_over_the_preset() -> None:
     """The trap of issue #15: a value set on the command line must survive `preset=paper`, which sets it too."""
     preset_value = load_params(REPO / "params.yaml", preset="paper").workflow.gpus_per_job
