@@ -93,6 +93,7 @@ class SpaceSearchParams:
     width_mult: float           # fraction of every op's channels the supernet's weights have (1: the paper's)
     weight_sample_num: int
     arch_sample_num: int
+    arch_policy: str            # prob: arch_sample_num ops drawn from softmax(α) (official); all: every op
     sample_policy: str
     warmup_policy: str
     skip_reg: bool

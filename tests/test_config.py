@@ -30,6 +30,7 @@ PAPER_VALUES = {
     "search.spaces.resnet.batch_size": 512,
     "search.spaces.mbv2.weight_sample_num": 1,
     "search.spaces.mbv2.arch_sample_num": 2,
+    "search.spaces.mbv2.arch_policy": "prob",
     "search.spaces.mbv2.sample_policy": "prob",
     "search.spaces.mbv2.variants.lat_c.objective": "latency",
     "search.spaces.mbv2.variants.lat_c.lambda": 0.15,

@@ -110,13 +110,17 @@ def test_bn_groups_must_fit_the_per_process_batch(prepared: Path) -> None:
         _job(prepared, None, **{"lut.source": "official", "search.spaces.mbv2.bn_group_size": 5})
 
 
-def test_the_warmup_identity_leaves_out_the_architecture_optimiser(prepared: Path, tmp_path: Path, run_cli) -> None:
-    """No warm-up step uses Adam on α/β, so one warm-up serves any architecture lr; the search's identity does not."""
+@pytest.mark.parametrize("key, value", [("arch.alpha_lr", 0.05), ("arch_policy", "prob"), ("arch_sample_num", 3),
+                                        ("sample_policy", "uniform")])
+def test_the_warmup_identity_leaves_out_what_only_the_search_epochs_use(prepared: Path, tmp_path: Path, run_cli,
+                                                                         key: str, value: object) -> None:
+    """No warm-up step uses Adam on α/β or the after-warm-up sampling, so one warm-up serves any of them; the
+    search's identity does not."""
     lut = tmp_path / "lut.json"
     run_cli("lut", "--space", "mbv2", "--from-official", "lat_list_densenas_mbv2_xp32", "--out", str(lut))
     base = _job(prepared, lut)
-    raised = _job(prepared, lut, **{"search.spaces.mbv2.arch.alpha_lr": 0.05})
-    assert raised.warmup_identity == base.warmup_identity
-    assert raised.identity["digest"] != base.identity["digest"], "a resumed search must refuse another arch lr"
+    changed = _job(prepared, lut, **{f"search.spaces.mbv2.{key}": value})
+    assert changed.warmup_identity == base.warmup_identity
+    assert changed.identity["digest"] != base.identity["digest"], f"a resumed search must refuse another {key}"
     longer = _job(prepared, lut, **{"search.spaces.mbv2.warmup_epochs": 5})
     assert longer.warmup_identity != base.warmup_identity

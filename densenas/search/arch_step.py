@@ -72,8 +72,9 @@ def arch_step(
     ctx: DistContext,
     amp: bool = False,
 ) -> StepResult:
-    """Forward ``sampled`` ops (2 per row), backward CE + cost term, average α/β gradients over ranks, Adam step
-    on α and β (coupled L2, C7), then re-scale α. The weights must be frozen by the caller."""
+    """Forward ``sampled`` ops (2 per row officially, every op under arch_policy all), backward CE + cost term,
+    average α/β gradients over ranks, Adam step on α and β (coupled L2, C7), then re-scale α. The weights must be
+    frozen by the caller."""
     alphas = model.alpha_parameters()
     before = [a.detach().clone() for a in alphas]
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):

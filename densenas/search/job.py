@@ -25,11 +25,15 @@ from densenas.spaces.space import SearchSpace
 FLOPS_INPUT_SIZE = 224  # FLOPs are costed at the paper's resolution whatever the search input (SPEC §5.1)
 
 
+_NOT_IN_WARMUP = ("variants", "arch", "arch_sample_num", "arch_policy", "sample_policy")
+
+
 def warmup_digest(params: Params, space: str) -> str:
-    """Digest of everything the warm-up epochs depend on; the variants and the architecture optimiser (no warm-up
-    step uses it) are left out on purpose, so one warm-up serves every λ and architecture learning rate."""
+    """Digest of everything the warm-up epochs depend on; the variants, the architecture optimiser and the sampling
+    after the warm-up (no warm-up step uses them) are left out on purpose, so one warm-up serves every λ,
+    architecture learning rate and architecture-step sample size."""
     raw = params.raw
-    settings = {k: v for k, v in raw["search"]["spaces"][space].items() if k not in ("variants", "arch")}
+    settings = {k: v for k, v in raw["search"]["spaces"][space].items() if k not in _NOT_IN_WARMUP}
     return params_digest({"seed": raw["seed"], "dataset": raw["dataset"], "data": raw["data"],
                           "quirks": raw["quirks"], "amp": raw["search"]["amp"],
                           "channels_last": raw["search"]["channels_last"], "space": settings})
@@ -59,7 +63,9 @@ def make_job(params: Params, ctx: DistContext, *, space_name: str, variant: str 
         space_raw = params.raw["search"]["spaces"][space_name]
         identity = {"kind": "search", "space": space_name, "variant": variant,
                     "digest": params_digest({"warmup": base, "objective": space_raw["variants"][variant],
-                                             "arch": space_raw["arch"], "cost": cost_key})}
+                                             "search_epochs": {k: space_raw[k] for k in _NOT_IN_WARMUP
+                                                               if k != "variants"},
+                                             "cost": cost_key})}
     info: dict[str, Any] = {"params_digest": params.digest, "search_digest": identity["digest"],
                             "lut_source": (cost_source or {}).get("lut_source"), "cost_source": cost_source}
     return SearchJob(

@@ -289,7 +289,7 @@ class SearchRun:
         job = self.job
         assert job.objective is not None and self.cost_table is not None, "the warm-up run has no arch steps"
         self._train(arch=True)
-        sampled = self._sample("prob", job.settings.arch_sample_num)
+        sampled = self._sample(job.settings.arch_policy, job.settings.arch_sample_num)
         result = arch_step(self.model, self.arch_optimizer, images, labels, sampled, self.cost_table,
                            lambda_=job.objective.lambda_, tau=job.objective.tau, ctx=self.ctx, amp=job.amp)
         self.progress.arch_steps += 1
