@@ -1,6 +1,7 @@
 """Cost of one DenseNAS search step against plain training: an architecture step (2 ops per mixed layer, chained
 cost, Adam, α re-scaling) plus a weight step (1 op, SGD) of the MBV2 supernet, against a forward + backward + SGD
-step of DenseNAS-C at the same batch and resolution, in this process. Also the supernet validation step (all ops).
+step of DenseNAS-C at the same batch and resolution, in this process. Also the embedded default's all-op steps
+(warm-up weight step, architecture step) and the supernet validation step (all ops).
 
 Synthetic inputs (data loading: benchmarks/data_loading.py). Entries run round-robin for several rounds and the
 best round counts, so a burst of load from other jobs hurts every entry alike. At 224 px the script projects the
@@ -99,10 +100,15 @@ def supernet_steps(batch: int, input_size: int, device: str, amp: bool, channels
         freeze(False)
         weight_step(model, weights, images, labels, everything, lr=1e-3, ctx=ctx, amp=amp, update_unsampled=False)
 
+    def arch_all_ops() -> None:  # arch_policy all: the embedded architecture step
+        freeze(True)
+        arch_step(model, arch, images, labels, everything, table, lambda_=0.15, tau=15.0, ctx=ctx, amp=amp)
+
     def validation() -> None:
         validate_supernet(model, [(images, labels)], everything, ctx=ctx, amp=amp)
 
-    return {SEARCH_STEP: arch_then_weight, "arch step": arch_only, "weight step": weight_only,
+    return {SEARCH_STEP: arch_then_weight, "arch step": arch_only, "arch step, all ops (arch_policy all)": arch_all_ops,
+            "weight step": weight_only,
             "weight step, sampled ops only (update_unsampled false)": lambda: weight_only(update_unsampled=False),
             "warm-up weight step, all ops (warmup_policy all)": warmup_all_ops,
             "supernet validation (all ops)": validation}

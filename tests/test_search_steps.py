@@ -118,6 +118,24 @@ def test_arch_step_moves_alpha_and_beta_only_and_keeps_the_sampled_mass(supernet
     assert 0 < moved < 1e-2
 
 
+@pytest.mark.parametrize("policy, k", [("prob", 2), ("all", None)])
+def test_arch_step_gives_a_gradient_to_exactly_the_ops_it_runs(supernet: Supernet, policy: str, k: int | None) -> None:
+    """arch_policy prob (official) trains the 2 drawn ops' α per row; all (embedded) every op's, so the CE of the
+    mixture the all-op warm-up trained reaches every α entry."""
+    table, _ = import_official_lut("lat_list_densenas_mbv2_xp32", "mbv2")
+    _freeze(supernet, arch=True)
+    optimizer = torch.optim.Adam([{"params": supernet.alpha_parameters()}, {"params": supernet.beta_parameters()}],
+                                 lr=3e-4, betas=(0.5, 0.999), weight_decay=0.0)
+    sampled = supernet.sample_ops(policy, k, torch.Generator().manual_seed(2))
+    images, labels = _batch(1)
+    arch_step(supernet, optimizer, images, labels, sampled, table, lambda_=0.15, tau=15.0, ctx=SINGLE)
+    for alpha, matrix_rows in zip(supernet.alpha_parameters(), [*sampled.heads, *sampled.stacks], strict=True):
+        for row, ops in enumerate(matrix_rows):
+            has_grad = (alpha.grad[row] != 0).nonzero().flatten().tolist()
+            assert has_grad == list(ops), f"row {row}: gradient on ops {has_grad}, ran {list(ops)}"
+            assert len(ops) == (alpha.shape[1] if policy == "all" else 2)
+
+
 def test_weight_step_moves_weights_only_at_the_given_lr(supernet: Supernet) -> None:
     _freeze(supernet, arch=False)
     optimizer = torch.optim.SGD(supernet.weight_parameters(), lr=0.0, momentum=0.9, weight_decay=4e-5)
