@@ -96,22 +96,27 @@ def variant_set(lambda_: float) -> tuple[str, str]:
 
 
 def search_nets(runner: Runner, data: Path, lut: Path, seeds: Sequence[int], lambdas: Sequence[float]) -> list[Net]:
-    """Warm-ups (one per seed), then every (seed, λ) search from its seed's warm-up, then derivation."""
+    """Warm-ups (one per seed) and every (seed, λ) search from its seed's warm-up. A seed's searches are queued as
+    soon as its warm-up is done, behind the warm-ups not yet started, so no core waits for the last warm-up."""
     work = runner.work
-    runner.parallel([(f"warmup-s{seed}", ["search", "--space", SPACE, "--warmup", "--data", str(data), "--out",
-                                          str(work / f"s{seed}" / "warmup")],
-                      work / f"s{seed}" / "warmup" / "metrics.json", [f"seed={seed}"]) for seed in seeds])
-    calls, nets = [], []
-    for seed in seeds:
-        for lambda_ in lambdas:
-            name, definition = variant_set(lambda_)
-            out = work / f"s{seed}" / name
-            calls.append((f"search-s{seed}-{name}", [
-                "search", "--space", SPACE, "--variant", name, "--lut", str(lut), "--data", str(data),
-                "--warmup-from", str(work / f"s{seed}" / "warmup" / "checkpoint.pt"), "--out", str(out)],
-                out / "net_config.json", [f"seed={seed}", definition]))
-            nets.append(Net("searched", f"s{seed}-{name}", str(out / "net_config.json"), seed, lambda_))
-    runner.parallel(calls)
+    nets: list[Net] = []
+    with ThreadPoolExecutor(runner.jobs) as pool:
+        warmups = {seed: pool.submit(runner.cli, f"warmup-s{seed}", [
+            "search", "--space", SPACE, "--warmup", "--data", str(data), "--out", str(work / f"s{seed}" / "warmup")],
+            work / f"s{seed}" / "warmup" / "metrics.json", [f"seed={seed}"]) for seed in seeds}
+        searches = []
+        for seed in seeds:
+            warmups[seed].result()
+            for lambda_ in lambdas:
+                name, definition = variant_set(lambda_)
+                out = work / f"s{seed}" / name
+                searches.append(pool.submit(runner.cli, f"search-s{seed}-{name}", [
+                    "search", "--space", SPACE, "--variant", name, "--lut", str(lut), "--data", str(data),
+                    "--warmup-from", str(work / f"s{seed}" / "warmup" / "checkpoint.pt"), "--out", str(out)],
+                    out / "net_config.json", [f"seed={seed}", definition]))
+                nets.append(Net("searched", f"s{seed}-{name}", str(out / "net_config.json"), seed, lambda_))
+        for search in searches:
+            search.result()
     return nets
 
 
