@@ -6,7 +6,8 @@ Random Search baseline: random MBV2 architectures whose chained LUT latency lies
 searched one's (the paper's rule, with the LUT latency as the matched cost), spread over the searched latencies,
 retrained and evaluated the same way; DenseNAS-A/B/C are retrained on the same data for reference. Every stage is
 the pipeline's own CLI, run two jobs at a time (one torch thread each); evaluations (latency timing) run alone.
-A rerun skips the stages whose outputs exist, so a killed benchmark resumes.
+A rerun skips the stages whose outputs exist, so a killed benchmark resumes; the warm-up and
+search checkpoints (~13 GB in a full run) are deleted once every search is derived (``--keep-checkpoints``).
 
 Writes ``reports/search_quality.csv`` (one row per network), ``reports/search_quality.json`` (Spearman ρ between
 λ and the derived LUT latency per seed; searched minus matched random top-1, mean ± std; device, date) and
@@ -118,6 +119,15 @@ def search_nets(runner: Runner, data: Path, lut: Path, seeds: Sequence[int], lam
         for search in searches:
             search.result()
     return nets
+
+
+def drop_search_checkpoints(work: Path, seeds: Sequence[int], searched: Sequence[Net]) -> None:
+    """Delete the warm-up and search checkpoints (0.7 GB each at full width, ~13 GB in a full run) once every
+    search is derived: the later stages read only net_config.json and metrics.json, and a rerun skips the searches."""
+    paths = [work / f"s{seed}" / "warmup" / "checkpoint.pt" for seed in seeds]
+    paths += [Path(net.model).parent / "checkpoint.pt" for net in searched]
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 RANDOM_POOL = 20_000  # random architectures drawn once; the Random Search rows are picked from them
@@ -271,6 +281,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("results/search_quality"))
     parser.add_argument("--reports", type=Path, default=Path("reports"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra params override")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep the warm-up and search checkpoints (deleted once every search is derived)")
     args = parser.parse_args()
     quick = args.quick
     seeds = args.seeds or ([1] if quick else [1, 2, 3])
@@ -283,6 +295,8 @@ def main() -> None:
                      ("lut", ["lut", "--space", SPACE, "--out", str(lut)], lut, [])])
     started = dt.datetime.now()
     searched = search_nets(runner, data, lut, seeds, lambdas)
+    if not args.keep_checkpoints:
+        drop_search_checkpoints(args.work, seeds, searched)
     derived = {net.name: json.loads((Path(net.model).parent / "metrics.json").read_text())["derived"]
                for net in searched}
     latencies = [derived[net.name]["lut_latency_ms"] for net in searched]

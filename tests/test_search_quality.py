@@ -49,6 +49,8 @@ def test_quick_search_quality_writes_its_evidence(tmp_path: Path) -> None:
     target = frame.set_index("name").loc[searched_name, "lut_latency_ms"]
     assert abs(random_row.lut_latency_ms - target) <= 0.05 * target, "random arch matched in chained LUT latency"
     assert (work / "reports" / "figures" / "search_quality.png").read_bytes()[:4] == b"\x89PNG"
+    assert (work / "s1" / "lam0" / "net_config.json").exists()
+    assert not list(work.glob("s1/*/checkpoint.pt")), "search checkpoints are deleted once every search is derived"
 
     second = _run(work)
     assert "done:" not in second.stderr, "a rerun reuses every finished stage"
