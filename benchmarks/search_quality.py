@@ -96,6 +96,10 @@ def variant_set(lambda_: float) -> tuple[str, str]:
                   f"tau: {TAU}}}}}")
 
 
+def warmup_dir(work: Path, seed: int) -> Path:
+    return work / f"s{seed}" / "warmup"
+
+
 def search_nets(runner: Runner, data: Path, lut: Path, seeds: Sequence[int], lambdas: Sequence[float]) -> list[Net]:
     """Warm-ups (one per seed) and every (seed, λ) search from its seed's warm-up. A seed's searches are queued as
     soon as its warm-up is done, behind the warm-ups not yet started, so no core waits for the last warm-up."""
@@ -103,8 +107,8 @@ def search_nets(runner: Runner, data: Path, lut: Path, seeds: Sequence[int], lam
     nets: list[Net] = []
     with ThreadPoolExecutor(runner.jobs) as pool:
         warmups = {seed: pool.submit(runner.cli, f"warmup-s{seed}", [
-            "search", "--space", SPACE, "--warmup", "--data", str(data), "--out", str(work / f"s{seed}" / "warmup")],
-            work / f"s{seed}" / "warmup" / "metrics.json", [f"seed={seed}"]) for seed in seeds}
+            "search", "--space", SPACE, "--warmup", "--data", str(data), "--out", str(warmup_dir(work, seed))],
+            warmup_dir(work, seed) / "metrics.json", [f"seed={seed}"]) for seed in seeds}
         searches = []
         for seed in seeds:
             warmups[seed].result()
@@ -113,7 +117,7 @@ def search_nets(runner: Runner, data: Path, lut: Path, seeds: Sequence[int], lam
                 out = work / f"s{seed}" / name
                 searches.append(pool.submit(runner.cli, f"search-s{seed}-{name}", [
                     "search", "--space", SPACE, "--variant", name, "--lut", str(lut), "--data", str(data),
-                    "--warmup-from", str(work / f"s{seed}" / "warmup" / "checkpoint.pt"), "--out", str(out)],
+                    "--warmup-from", str(warmup_dir(work, seed) / "checkpoint.pt"), "--out", str(out)],
                     out / "net_config.json", [f"seed={seed}", definition]))
                 nets.append(Net("searched", f"s{seed}-{name}", str(out / "net_config.json"), seed, lambda_))
         for search in searches:
@@ -124,7 +128,7 @@ def search_nets(runner: Runner, data: Path, lut: Path, seeds: Sequence[int], lam
 def drop_search_checkpoints(work: Path, seeds: Sequence[int], searched: Sequence[Net]) -> None:
     """Delete the warm-up and search checkpoints (0.7 GB each at full width, ~13 GB in a full run) once every
     search is derived: the later stages read only net_config.json and metrics.json, and a rerun skips the searches."""
-    paths = [work / f"s{seed}" / "warmup" / "checkpoint.pt" for seed in seeds]
+    paths = [warmup_dir(work, seed) / "checkpoint.pt" for seed in seeds]
     paths += [Path(net.model).parent / "checkpoint.pt" for net in searched]
     for path in paths:
         path.unlink(missing_ok=True)

@@ -72,18 +72,18 @@ def supernet_steps(batch: int, input_size: int, device: str, amp: bool, channels
         for p in model.weight_parameters():
             p.requires_grad_(not arch_step_)
 
-    def arch_then_weight() -> None:
+    everything = model.sample_ops("all")
+
+    def arch_only(all_ops: bool = False) -> None:  # all_ops: arch_policy all, the embedded architecture step
         freeze(True)
-        arch_step(model, arch, images, labels, model.sample_ops("prob", 2, generator), table, lambda_=0.15,
-                  tau=15.0, ctx=ctx, amp=amp)
+        sampled = everything if all_ops else model.sample_ops("prob", 2, generator)
+        arch_step(model, arch, images, labels, sampled, table, lambda_=0.15, tau=15.0, ctx=ctx, amp=amp)
+
+    def arch_then_weight() -> None:
+        arch_only()
         freeze(False)
         weight_step(model, weights, images, labels, model.sample_ops("prob", 1, generator), lr=1e-3, ctx=ctx,
                     amp=amp)
-
-    def arch_only() -> None:
-        freeze(True)
-        arch_step(model, arch, images, labels, model.sample_ops("prob", 2, generator), table, lambda_=0.15,
-                  tau=15.0, ctx=ctx, amp=amp)
 
     def weight_only(update_unsampled: bool = True) -> None:
         freeze(False)
@@ -94,21 +94,15 @@ def supernet_steps(batch: int, input_size: int, device: str, amp: bool, channels
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
 
-    everything = model.sample_ops("all")
-
     def warmup_all_ops() -> None:  # warmup_policy all, update_unsampled false: the embedded warm-up's step
         freeze(False)
         weight_step(model, weights, images, labels, everything, lr=1e-3, ctx=ctx, amp=amp, update_unsampled=False)
 
-    def arch_all_ops() -> None:  # arch_policy all: the embedded architecture step
-        freeze(True)
-        arch_step(model, arch, images, labels, everything, table, lambda_=0.15, tau=15.0, ctx=ctx, amp=amp)
-
     def validation() -> None:
         validate_supernet(model, [(images, labels)], everything, ctx=ctx, amp=amp)
 
-    return {SEARCH_STEP: arch_then_weight, "arch step": arch_only, "arch step, all ops (arch_policy all)": arch_all_ops,
-            "weight step": weight_only,
+    return {SEARCH_STEP: arch_then_weight, "arch step": arch_only,
+            "arch step, all ops (arch_policy all)": lambda: arch_only(all_ops=True), "weight step": weight_only,
             "weight step, sampled ops only (update_unsampled false)": lambda: weight_only(update_unsampled=False),
             "warm-up weight step, all ops (warmup_policy all)": warmup_all_ops,
             "supernet validation (all ops)": validation}

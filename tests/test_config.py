@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from densenas.config import load_params
+from densenas.config import command_line_overrides, load_params, parse_set_items, set_items
 from densenas.errors import DensenasError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,8 +107,6 @@ def test_bad_params_name_the_key(tmp_path: Path, mutate, message: str) -> None:
 def test_command_line_config_values_are_typed_and_round_trip_through_set_flags() -> None:
     """Snakemake reads nested `--config` values as strings; they become typed overrides (not `preset`), and the
     `--set` flags the rules pass to the stages parse back to the same mapping."""
-    from densenas.config import command_line_overrides, parse_set_items, set_items
-
     snakemake_config = {"preset": "paper", "workflow": {"gpus_per_job": "8"}, "seed": 3,
                         "data": {"raw_dir": "/shared/imagenet", "input_size": "160", "pin_memory": "true"},
                         "search": {"spaces": {"mbv2": {"variants": {"lat_c": {"lambda": "0.15"}}}}}}
@@ -122,8 +120,6 @@ def test_command_line_config_values_are_typed_and_round_trip_through_set_flags()
 def test_exponent_floats_without_a_dot_are_numbers_and_round_trip_through_set_flags() -> None:
     """json.dumps writes 1e-05 without a dot, which YAML 1.1 reads as a string: the rules' `--set` flags must bring
     such a float back as a float (and a plain `--set train.min_lr=1e-5` must mean the number)."""
-    from densenas.config import parse_set_items, set_items
-
     overrides = {"train": {"min_lr": 1e-05, "lr": 2e-4, "weight_decay": 4e-5}, "search": {"lam": -3E+2}}
     assert parse_set_items(set_items(overrides)) == overrides
     assert parse_set_items(["train.min_lr=1e-5", "data.raw_dir=1e5x"]) == {"train": {"min_lr": 1e-5},

@@ -25,7 +25,8 @@ from densenas.spaces.space import SearchSpace
 FLOPS_INPUT_SIZE = 224  # FLOPs are costed at the paper's resolution whatever the search input (SPEC §5.1)
 
 
-_NOT_IN_WARMUP = ("variants", "arch", "arch_sample_num", "arch_policy", "sample_policy")
+# What only the search epochs use: the warm-up leaves these out of its digest, the search puts them in its own.
+_SEARCH_ONLY = ("arch", "arch_sample_num", "arch_policy", "sample_policy")
 
 
 def warmup_digest(params: Params, space: str) -> str:
@@ -33,7 +34,7 @@ def warmup_digest(params: Params, space: str) -> str:
     after the warm-up (no warm-up step uses them) are left out on purpose, so one warm-up serves every λ,
     architecture learning rate and architecture-step sample size."""
     raw = params.raw
-    settings = {k: v for k, v in raw["search"]["spaces"][space].items() if k not in _NOT_IN_WARMUP}
+    settings = {k: v for k, v in raw["search"]["spaces"][space].items() if k not in ("variants", *_SEARCH_ONLY)}
     return params_digest({"seed": raw["seed"], "dataset": raw["dataset"], "data": raw["data"],
                           "quirks": raw["quirks"], "amp": raw["search"]["amp"],
                           "channels_last": raw["search"]["channels_last"], "space": settings})
@@ -63,8 +64,7 @@ def make_job(params: Params, ctx: DistContext, *, space_name: str, variant: str 
         space_raw = params.raw["search"]["spaces"][space_name]
         identity = {"kind": "search", "space": space_name, "variant": variant,
                     "digest": params_digest({"warmup": base, "objective": space_raw["variants"][variant],
-                                             "search_epochs": {k: space_raw[k] for k in _NOT_IN_WARMUP
-                                                               if k != "variants"},
+                                             "search_epochs": {k: space_raw[k] for k in _SEARCH_ONLY},
                                              "cost": cost_key})}
     info: dict[str, Any] = {"params_digest": params.digest, "search_digest": identity["digest"],
                             "lut_source": (cost_source or {}).get("lut_source"), "cost_source": cost_source}
